@@ -1,0 +1,55 @@
+# kubetrain developer entry points. `make demo` and `make test` are the whole set-up on
+# a fresh machine: each installs what is missing (venv, Go builds), idempotently.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install binaries test test-unit demo bench platform-up platform-down platform-status lint format manifests clean
+
+install: $(STAMP) ## create .venv with everything for development and tests
+
+$(STAMP): pyproject.toml requirements/*.txt
+	@tools/platform/ensure-system.sh
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.8
+	$(BIN)/uv pip install --python $(BIN)/python -q -c requirements/constraints.txt -r requirements/dev.txt -e .
+	@touch $@
+
+binaries: ## build etcd, kubernetes, minio and helm from source once per version (cached)
+	@tools/platform/build.sh
+
+test: install binaries ## the full suite, real servers included
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install ## only tests that need no platform
+	$(BIN)/python -m pytest -m "not platform" $(PYTEST_ARGS)
+
+demo: install binaries ## the local demo: platform, chart, dataset, training, serving
+	$(BIN)/python -m kubetrain_platform.demo
+
+bench: install binaries ## benchmarks; each figure is printed next to a baseline from the same run
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+platform-up: install binaries ## start etcd, kube-apiserver, controller-manager, MinIO, MLflow on 127.0.0.1
+	$(BIN)/kubetrain-platform up
+
+platform-down: ## stop every platform process by pid
+	@test -x $(BIN)/kubetrain-platform && $(BIN)/kubetrain-platform down || echo "platform: nothing installed, nothing running"
+
+platform-status: ## what runs and where
+	@$(BIN)/kubetrain-platform status
+
+lint: install ## ruff (lint + format check) and mypy on the core modules
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy operator/kubetrain_operator tools/kubetrain_data tools/kubetrain_platform trainer/kubetrain_trainer serving/kubetrain_serving
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean: platform-down
+	rm -rf .kubetrain
