@@ -1,0 +1,97 @@
+"""`kubetrain-platform`: start, stop and inspect the local platform.
+
+Thin argparse front end over `kubetrain_platform.platform.Platform`; see that module
+for the design. Exit codes: 0 ok, 1 a component failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from kubetrain_platform.platform import DEFAULT_PORTS, REPO_ROOT, Platform, PlatformError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kubetrain-platform",
+        description="Run the local kubetrain platform (etcd, kube-apiserver, kube-controller-manager, "
+        "MinIO, MLflow) on 127.0.0.1 from binaries built by tools/platform/build.sh.",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("KUBETRAIN_STATE_DIR", REPO_ROOT / ".kubetrain")),
+        help="where data, logs, certificates and platform.env live (env KUBETRAIN_STATE_DIR; "
+        "default: .kubetrain in the repository)",
+    )
+    p.add_argument(
+        "--bin-dir",
+        type=Path,
+        default=None,
+        help="directory with etcd, kube-apiserver, kube-controller-manager, kubectl, minio, helm "
+        "(default: ~/.cache/kubetrain/bin/current)",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start everything that is not running (idempotent)")
+    up.add_argument(
+        "--ports",
+        choices=["default", "free"],
+        default="default",
+        help="'default' uses fixed ports ("
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_PORTS.items())
+        + "); 'free' picks unused ones. Chosen ports are kept for the state dir.",
+    )
+    up.add_argument(
+        "--minio-webhook",
+        metavar="URL",
+        default=None,
+        help="configure a MinIO webhook notification target (id KUBETRAIN) posting to URL",
+    )
+    sub.add_parser("down", help="stop every process `up` started, by pid")
+    sub.add_parser("status", help="say what runs and where")
+    sub.add_parser("env", help="print platform.env (contains credentials)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            plat = Platform(
+                args.state_dir, bin_dir=args.bin_dir, ports=args.ports, webhook=args.minio_webhook
+            )
+            plat.up()
+            print(f"\nsource {plat.env_path}   # KUBECONFIG, MINIO_*, MLFLOW_TRACKING_URI, KUBETRAIN_BIN")
+            return 0
+        plat = Platform(args.state_dir, bin_dir=args.bin_dir)
+        if args.command == "down":
+            stopped = plat.down()
+            print("platform: stopped " + (", ".join(stopped) if stopped else "nothing (nothing was running)"))
+            return 0
+        if args.command == "status":
+            rows = plat.status()
+            print(f"state dir: {plat.state}")
+            print(f"{'component':<20}{'pid':<9}{'state':<22}url")
+            for name, pid, state, url in rows:
+                print(f"{name:<20}{pid:<9}{state:<22}{url}")
+            print(f"logs: {plat.state / 'logs'}   env: {plat.env_path}")
+            return 0 if all(r[2] == "ready" for r in rows) else 1
+        if args.command == "env":
+            if not plat.env_path.exists():
+                print("platform: not started (no platform.env); run `make platform-up`", file=sys.stderr)
+                return 1
+            print(plat.env_path.read_text(), end="")
+            return 0
+    except PlatformError as exc:
+        print(f"platform: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
