@@ -31,7 +31,7 @@ demo: install binaries ## the local demo: platform, chart, dataset, training, se
 	$(BIN)/python -m kubetrain_platform.demo
 
 bench: install binaries ## benchmarks; each figure is printed next to a baseline from the same run
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python tools/bench/run.py $(BENCH_ARGS)
 
 platform-up: install binaries ## start etcd, kube-apiserver, controller-manager, MinIO, MLflow on 127.0.0.1
 	$(BIN)/kubetrain-platform up

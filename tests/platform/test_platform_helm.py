@@ -25,19 +25,33 @@ def test_helm_template_server_side_dry_run(platform, namespace: str, tmp_path: P
     )
     rendered = subprocess.run(
         [platform.tool("helm"), "template", "demo", str(chart), "--namespace", namespace],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert "name: demo-cm" in rendered
     kubectl = [platform.tool("kubectl"), "--kubeconfig", platform.kubeconfig, "-n", namespace]
-    ok = subprocess.run([*kubectl, "apply", "--dry-run=server", "-f", "-"], input=rendered, capture_output=True, text=True)
+    ok = subprocess.run(
+        [*kubectl, "apply", "--dry-run=server", "-f", "-"],
+        input=rendered,
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "configmap/demo-cm created (server dry run)" in ok.stdout
     # The dry run is a real admission check: an invalid object is refused by the apiserver.
     broken = subprocess.run(
         [platform.tool("helm"), "template", "demo", str(chart), "--set", "broken=true"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
-    bad = subprocess.run([*kubectl, "apply", "--dry-run=server", "-f", "-"], input=broken, capture_output=True, text=True)
+    bad = subprocess.run(
+        [*kubectl, "apply", "--dry-run=server", "-f", "-"],
+        input=broken,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0
     assert "99999" in bad.stderr
     # Nothing was persisted by either dry run.

@@ -43,8 +43,14 @@ def test_crd_established_and_status_subresource(kube: client.ApiClient, namespac
                         "openAPIV3Schema": {
                             "type": "object",
                             "properties": {
-                                "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
-                                "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {"size": {"type": "integer"}},
+                                },
+                                "status": {
+                                    "type": "object",
+                                    "properties": {"phase": {"type": "string"}},
+                                },
                             },
                         }
                     },
@@ -57,11 +63,18 @@ def test_crd_established_and_status_subresource(kube: client.ApiClient, namespac
 
         def established() -> bool:
             got = ext.read_custom_resource_definition(f"widgets.{group}")
-            return any(c.type == "Established" and c.status == "True" for c in got.status.conditions or [])
+            return any(
+                c.type == "Established" and c.status == "True" for c in got.status.conditions or []
+            )
 
         _wait(established, what="CRD Established")
         co = client.CustomObjectsApi(kube)
-        body = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}}
+        body = {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w1"},
+            "spec": {"size": 3},
+        }
         _wait(lambda: _try_create(co, group, namespace, body), what="CR create")
         co.patch_namespaced_custom_object_status(
             group, "v1", namespace, "widgets", "w1", {"status": {"phase": "Ready"}}
@@ -69,8 +82,15 @@ def test_crd_established_and_status_subresource(kube: client.ApiClient, namespac
         got = co.get_namespaced_custom_object(group, "v1", namespace, "widgets", "w1")
         assert got["status"] == {"phase": "Ready"}
         # The status subresource ignores spec changes sent to it, and the main resource ignores status.
-        co.patch_namespaced_custom_object(group, "v1", namespace, "widgets", "w1", {"status": {"phase": "X"}})
-        assert co.get_namespaced_custom_object(group, "v1", namespace, "widgets", "w1")["status"]["phase"] == "Ready"
+        co.patch_namespaced_custom_object(
+            group, "v1", namespace, "widgets", "w1", {"status": {"phase": "X"}}
+        )
+        assert (
+            co.get_namespaced_custom_object(group, "v1", namespace, "widgets", "w1")["status"][
+                "phase"
+            ]
+            == "Ready"
+        )
     finally:
         ext.delete_custom_resource_definition(f"widgets.{group}")
 
@@ -130,24 +150,38 @@ def test_namespaced_role_token_is_confined(kube: client.ApiClient, namespace: st
     other = f"{namespace}-other"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other)))
     try:
-        core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="bot")))
+        core.create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="bot"))
+        )
         rbac.create_namespaced_role(
             namespace,
             client.V1Role(
                 metadata=client.V1ObjectMeta(name="jobs"),
-                rules=[client.V1PolicyRule(api_groups=["batch"], resources=["jobs"], verbs=["create", "get"])],
+                rules=[
+                    client.V1PolicyRule(
+                        api_groups=["batch"], resources=["jobs"], verbs=["create", "get"]
+                    )
+                ],
             ),
         )
         rbac.create_namespaced_role_binding(
             namespace,
             client.V1RoleBinding(
                 metadata=client.V1ObjectMeta(name="jobs"),
-                role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="jobs"),
-                subjects=[client.RbacV1Subject(kind="ServiceAccount", name="bot", namespace=namespace)],
+                role_ref=client.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="Role", name="jobs"
+                ),
+                subjects=[
+                    client.RbacV1Subject(kind="ServiceAccount", name="bot", namespace=namespace)
+                ],
             ),
         )
         tr = core.create_namespaced_service_account_token(
-            "bot", namespace, client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
+            "bot",
+            namespace,
+            client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
+            ),
         )
         cfg = client.Configuration()
         cfg.host = kube.configuration.host
@@ -167,7 +201,10 @@ def test_namespaced_role_token_is_confined(kube: client.ApiClient, namespace: st
                 ),
             )
             # The token is valid (authenticated) and the Role applies in its own namespace...
-            _wait(lambda: _try_job(bot, namespace, job) == 201, what="bot creates a Job in its namespace")
+            _wait(
+                lambda: _try_job(bot, namespace, job) == 201,
+                what="bot creates a Job in its namespace",
+            )
             # ...and nowhere else.
             assert _try_job(bot, other, job) == 403
             with pytest.raises(client.ApiException) as forbidden:

@@ -6,12 +6,18 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from kubetrain_platform.platform import Platform
 
 pytestmark = pytest.mark.platform
 
-REQUIRED = {"KUBECONFIG", "KUBETRAIN_BIN", "MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MLFLOW_TRACKING_URI"}
+REQUIRED = {
+    "KUBECONFIG",
+    "KUBETRAIN_BIN",
+    "MINIO_ENDPOINT",
+    "MINIO_ACCESS_KEY",
+    "MINIO_SECRET_KEY",
+    "MLFLOW_TRACKING_URI",
+}
 
 
 def _listening(port: int) -> bool:
@@ -29,9 +35,12 @@ def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
         pids = dict(plat.record.pids)
         assert set(pids) == {"etcd", "apiserver", "controller-manager", "minio", "mlflow"}
         env = parse_env_file(plat.env_path)
-        assert REQUIRED <= set(env)
+        assert set(env) >= REQUIRED
         assert oct(plat.env_path.stat().st_mode & 0o777) == "0o600"
-        assert Path(env["KUBETRAIN_BIN"], "kubectl").exists() and Path(env["KUBETRAIN_BIN"], "helm").exists()
+        assert (
+            Path(env["KUBETRAIN_BIN"], "kubectl").exists()
+            and Path(env["KUBETRAIN_BIN"], "helm").exists()
+        )
         assert all(state == "ready" for _n, _p, state, _u in plat.status())
 
         again = Platform(tmp_path / "p", log=lambda _m: None)

@@ -65,7 +65,11 @@ def test_mlflow_run_artifact_lands_in_minio(platform, minio, tmp_path) -> None: 
     got = c.get_run(run.info.run_id)
     assert got.data.metrics["accuracy"] == 0.5
     assert [a.path for a in c.list_artifacts(run.info.run_id)] == ["note.txt"]
-    keys = [o.object_name for o in minio.list_objects("mlflow", recursive=True) if run.info.run_id in o.object_name]
+    keys = [
+        o.object_name
+        for o in minio.list_objects("mlflow", recursive=True)
+        if run.info.run_id in o.object_name
+    ]
     assert any(k.endswith("/note.txt") for k in keys), keys
     obj = next(k for k in keys if k.endswith("/note.txt"))
     resp = minio.get_object("mlflow", obj)

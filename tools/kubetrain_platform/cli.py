@@ -64,12 +64,17 @@ def main(argv: list[str] | None = None) -> int:
                 args.state_dir, bin_dir=args.bin_dir, ports=args.ports, webhook=args.minio_webhook
             )
             plat.up()
-            print(f"\nsource {plat.env_path}   # KUBECONFIG, MINIO_*, MLFLOW_TRACKING_URI, KUBETRAIN_BIN")
+            print(
+                f"\nsource {plat.env_path}   # KUBECONFIG, MINIO_*, MLFLOW_TRACKING_URI, KUBETRAIN_BIN"
+            )
             return 0
         plat = Platform(args.state_dir, bin_dir=args.bin_dir)
         if args.command == "down":
             stopped = plat.down()
-            print("platform: stopped " + (", ".join(stopped) if stopped else "nothing (nothing was running)"))
+            print(
+                "platform: stopped "
+                + (", ".join(stopped) if stopped else "nothing (nothing was running)")
+            )
             return 0
         if args.command == "status":
             rows = plat.status()
@@ -81,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if all(r[2] == "ready" for r in rows) else 1
         if args.command == "env":
             if not plat.env_path.exists():
-                print("platform: not started (no platform.env); run `make platform-up`", file=sys.stderr)
+                print(
+                    "platform: not started (no platform.env); run `make platform-up`",
+                    file=sys.stderr,
+                )
                 return 1
             print(plat.env_path.read_text(), end="")
             return 0

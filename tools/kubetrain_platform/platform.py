@@ -20,6 +20,7 @@ MinIO root credentials.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -181,16 +182,18 @@ class Platform:
         tmp.replace(self.record_path)
 
     # ---------------------------------------------------------------- health checks
-    def _http_ok(self, url: str, *, tls: bool = False, client: str | None = None) -> bool:
+    def _http_ok(
+        self, url: str, *, tls: bool = False, client: str | None = None, verify: bool = True
+    ) -> bool:
         ctx: ssl.SSLContext | None = None
         if tls:
             ctx = ssl.create_default_context(cafile=str(self.pki.ca_crt))
             if client:
                 crt, key = self.pki.client(client)
                 ctx.load_cert_chain(str(crt), str(key))
-            if "controller-manager" in url or ":%d" % self.record.ports["controller-manager"] in url:
+            if not verify:  # the controller-manager serves a self-signed cert; loopback only
                 ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE  # self-signed serving cert, loopback only
+                ctx.verify_mode = ssl.CERT_NONE
         try:
             with urllib.request.urlopen(url, timeout=3, context=ctx) as resp:
                 return 200 <= resp.status < 300
@@ -202,7 +205,7 @@ class Platform:
 
     def _controllers_ready(self) -> bool:
         port = self.record.ports["controller-manager"]
-        if not self._http_ok(f"https://127.0.0.1:{port}/healthz", tls=True):
+        if not self._http_ok(f"https://127.0.0.1:{port}/healthz", tls=True, verify=False):
             return False
         # The serviceaccount controller creating `default` proves controllers reconcile.
         return self._http_ok(
@@ -424,10 +427,8 @@ class Platform:
                 time.sleep(0.1)
             if not self.pid_alive(pid):
                 break
-        try:  # reap if it is our child
+        with contextlib.suppress(ChildProcessError):  # reap if it is our child
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         self.record.pids.pop(name, None)
         return True
 
@@ -461,7 +462,14 @@ class Platform:
 
     def down(self) -> list[str]:
         stopped = []
-        for name in ("mlflow", "minio", "controller-manager", "apiserver", "etcd", *self.record.pids):
+        for name in (
+            "mlflow",
+            "minio",
+            "controller-manager",
+            "apiserver",
+            "etcd",
+            *self.record.pids,
+        ):
             if name in self.record.pids and self._stop(name):
                 stopped.append(name)
         self._save_record()
@@ -480,7 +488,14 @@ class Platform:
                 state = "ready" if comp and comp.health() else "running (not ready)"
             else:
                 state = "stopped"
-            rows.append((name, str(pid or "-") if state != "stopped" else "-", state, comp.url if comp else ""))
+            rows.append(
+                (
+                    name,
+                    str(pid or "-") if state != "stopped" else "-",
+                    state,
+                    comp.url if comp else "",
+                )
+            )
         return rows
 
     def env(self) -> dict[str, str]:
@@ -518,8 +533,15 @@ class Platform:
                     },
                 }
             ],
-            "users": [{"name": client, "user": {"client-certificate": str(crt), "client-key": str(key)}}],
-            "contexts": [{"name": "kubetrain-local", "context": {"cluster": "kubetrain-local", "user": client}}],
+            "users": [
+                {"name": client, "user": {"client-certificate": str(crt), "client-key": str(key)}}
+            ],
+            "contexts": [
+                {
+                    "name": "kubetrain-local",
+                    "context": {"cluster": "kubetrain-local", "user": client},
+                }
+            ],
             "current-context": "kubetrain-local",
         }
         path.write_text(json.dumps(doc, indent=2))
