@@ -41,7 +41,9 @@ def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
             Path(env["KUBETRAIN_BIN"], "kubectl").exists()
             and Path(env["KUBETRAIN_BIN"], "helm").exists()
         )
-        assert all(state == "ready" for _n, _p, state, _u in plat.status())
+        rows = plat.status()
+        assert all(r.state == "ready" for r in rows), rows
+        assert all(r.rss_bytes > 0 for r in rows)
 
         again = Platform(tmp_path / "p", log=lambda _m: None)
         again.up()

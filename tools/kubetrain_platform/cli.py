@@ -79,11 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             rows = plat.status()
             print(f"state dir: {plat.state}")
-            print(f"{'component':<20}{'pid':<9}{'state':<22}url")
-            for name, pid, state, url in rows:
-                print(f"{name:<20}{pid:<9}{state:<22}{url}")
-            print(f"logs: {plat.state / 'logs'}   env: {plat.env_path}")
-            return 0 if all(r[2] == "ready" for r in rows) else 1
+            print(f"{'component':<20}{'pid':<9}{'state':<22}{'rss':>9}  url")
+            for r in rows:
+                rss = f"{r.rss_bytes / 2**20:.0f} MiB" if r.pid else "-"
+                print(f"{r.name:<20}{r.pid or '-'!s:<9}{r.state:<22}{rss:>9}  {r.url}")
+            total = sum(r.rss_bytes for r in rows)
+            print(
+                f"total rss: {total / 2**20:.0f} MiB   logs: {plat.state / 'logs'}   env: {plat.env_path}"
+            )
+            return 0 if all(r.state == "ready" for r in rows) else 1
         if args.command == "env":
             if not plat.env_path.exists():
                 print(

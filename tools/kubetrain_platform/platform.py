@@ -70,6 +70,7 @@ CONTROLLERS = (
     "ttl-after-finished-controller",
 )
 MLFLOW_BUCKET = "mlflow"
+COMPONENT_ORDER = ("etcd", "apiserver", "controller-manager", "minio", "mlflow")
 
 
 def cache_dir() -> Path:
@@ -101,6 +102,18 @@ class Record:
     minio_access_key: str = ""
     minio_secret_key: str = ""
     webhook: str = ""
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """One line of `kubetrain-platform status`."""
+
+    name: str
+    pid: int | None
+    state: str
+    url: str
+    rss_bytes: int
+    """Resident memory of the component's whole process group (workers included)."""
 
 
 @dataclass(frozen=True)
@@ -349,6 +362,9 @@ class Platform:
                 "AWS_DEFAULT_REGION": "us-east-1",
                 "MLFLOW_SERVER_ALLOWED_HOSTS": f"localhost:{p['mlflow']},127.0.0.1:{p['mlflow']},localhost,127.0.0.1",
                 "PYTHONUNBUFFERED": "1",
+                # The GenAI job runner forks ~8 huey consumers (~250 MiB each) that
+                # kubetrain never uses.
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             },
             lambda: self._http_ok(f"http://127.0.0.1:{p['mlflow']}/health"),
             f"http://127.0.0.1:{p['mlflow']}",
@@ -475,27 +491,22 @@ class Platform:
         self._save_record()
         return stopped
 
-    def status(self) -> list[tuple[str, str, str, str]]:
+    def status(self) -> list[StatusRow]:
         rows = []
         try:
             comps = {c.name: c for c in self.components()}
         except PlatformError:
             comps = {}
-        for name in ("etcd", "apiserver", "controller-manager", "minio", "mlflow"):
+        for name in COMPONENT_ORDER:
             pid = self.record.pids.get(name)
             comp = comps.get(name)
             if pid and self.pid_alive(pid):
                 state = "ready" if comp and comp.health() else "running (not ready)"
-            else:
-                state = "stopped"
-            rows.append(
-                (
-                    name,
-                    str(pid or "-") if state != "stopped" else "-",
-                    state,
-                    comp.url if comp else "",
+                rows.append(
+                    StatusRow(name, pid, state, comp.url if comp else "", group_rss_bytes(pid))
                 )
-            )
+            else:
+                rows.append(StatusRow(name, None, "stopped", comp.url if comp else "", 0))
         return rows
 
     def env(self) -> dict[str, str]:
@@ -558,6 +569,20 @@ class Platform:
         )
         if not client.bucket_exists(name):
             client.make_bucket(name)
+
+
+def group_rss_bytes(pgid: int) -> int:
+    """Sum the RSS of every process in a process group (servers fork workers)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # fields: state ppid pgrp ...
+                total += int((stat.parent / "statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue  # the process exited while we looked
+    return total
 
 
 def _tail(path: Path, n: int = 15) -> str:
