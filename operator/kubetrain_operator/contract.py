@@ -118,7 +118,9 @@ class SnapshotManifest:
         except json.JSONDecodeError as exc:
             raise ValueError(f"snapshot manifest is not JSON: {exc}") from exc
         if not isinstance(doc, dict) or doc.get("kind") != MANIFEST_KIND:
-            raise ValueError(f"not a {MANIFEST_KIND}: kind={doc.get('kind') if isinstance(doc, dict) else type(doc).__name__!r}")
+            raise ValueError(
+                f"not a {MANIFEST_KIND}: kind={doc.get('kind') if isinstance(doc, dict) else type(doc).__name__!r}"
+            )
         objects = doc.get("objects")
         if not isinstance(objects, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in objects.items()
@@ -133,7 +135,9 @@ class SnapshotManifest:
         )
         claimed = doc.get("digest")
         if claimed and claimed != manifest.digest:
-            raise ValueError(f"snapshot manifest digest mismatch: file says {claimed}, content is {manifest.digest}")
+            raise ValueError(
+                f"snapshot manifest digest mismatch: file says {claimed}, content is {manifest.digest}"
+            )
         return manifest
 
 

@@ -1,0 +1,182 @@
+"""A thin, typed JSON client for the few Kubernetes calls the operator makes itself.
+
+kopf handles the DatasetWatch watch stream, finalizers, peering and Events. Everything else
+(status patches from the long-running worker, Jobs, pods, the credentials Secret) goes
+through this wrapper over the official client's authenticated `ApiClient`: plain dicts in and
+out (the same shape as kopf bodies and the YAML people read), no generated models, one
+exception type (`KubeError`) carrying the HTTP status.
+
+Blocking calls: the watch workers run in kopf's thread pool (sync daemons).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from kubetrain_operator.spec import GROUP, PLURAL, VERSION
+
+
+class KubeError(RuntimeError):
+    """A failed API call; `status` is the HTTP code (0: no response)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+class Kube:
+    def __init__(self, api: k8s_client.ApiClient, *, timeout: float = 30.0) -> None:
+        self.api = api
+        self.timeout = timeout
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In-cluster service account if there is one, else KUBECONFIG / ~/.kube/config."""
+        configuration = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(client_configuration=configuration)
+        return cls(k8s_client.ApiClient(configuration))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            m, url, hdrs, payload, _ = self.api.param_serialize(
+                method,
+                path,
+                query_params=list((query or {}).items()) or None,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            resp = self.api.call_api(
+                m, url, header_params=hdrs, body=payload, _request_timeout=self.timeout
+            )
+            data = resp.read()
+        except ApiException as exc:
+            raise KubeError(exc.status or 0, str(exc.reason or "error"), "") from exc
+        except Exception as exc:  # urllib3 connection errors and timeouts
+            raise KubeError(0, type(exc).__name__, str(exc)) from exc
+        if not 200 <= resp.status < 300:
+            message = ""
+            reason = str(resp.reason or "")
+            try:
+                doc = json.loads(data)
+                message = str(doc.get("message") or "")
+                reason = str(doc.get("reason") or reason)
+            except (ValueError, AttributeError):
+                message = (data or b"")[:300].decode(errors="replace")
+            raise KubeError(resp.status, reason, message)
+        return json.loads(data) if data else {}
+
+    # -- DatasetWatch -------------------------------------------------------------------
+    def _watch_path(self, namespace: str, name: str) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
+
+    def get_watch(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.request("GET", self._watch_path(namespace, name))
+
+    def patch_watch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch `status` (None values delete fields) through the status subresource."""
+        return self.request(
+            "PATCH",
+            self._watch_path(namespace, name) + "/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    # -- core/batch ---------------------------------------------------------------------
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}")
+
+    def create_job(self, namespace: str, job: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("POST", f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs", body=job)
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request(
+                "GET", f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs/{quote(name)}"
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        doc = self.request(
+            "GET",
+            f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs",
+            query={"labelSelector": selector},
+        )
+        return list(doc.get("items") or [])
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.request(
+                "DELETE",
+                f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs/{quote(name)}",
+                body={"propagationPolicy": "Background"},
+            )
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        doc = self.request(
+            "GET", f"/api/v1/namespaces/{quote(namespace)}/pods", query={"labelSelector": selector}
+        )
+        return list(doc.get("items") or [])
+
+
+def selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+_default: Kube | None = None
+_default_lock = threading.Lock()
+
+
+def set_default_client(kube: Kube) -> None:
+    global _default
+    with _default_lock:
+        _default = kube
+
+
+def default_client() -> Kube:
+    """The operator's client (for rollout.py and other plug-ins); created on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Kube.from_environment()
+        return _default

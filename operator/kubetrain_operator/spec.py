@@ -1,0 +1,275 @@
+"""Typed view of a DatasetWatch's `spec`, parsed once per generation.
+
+The CRD's OpenAPI schema applies the defaults and its CEL rules reject bad specs at the
+apiserver; this module repeats the defaults (so an object created before a CRD upgrade still
+works) and raises `SpecError` naming the field for anything the schema could not catch.
+Pure: no Kubernetes or S3 I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetrain_operator import contract
+
+#: Duration strings, the subset of Go's time.ParseDuration that the CRD pattern admits
+#: (and CEL's duration() understands): "500ms", "10s", "5m", "1h30m", "1.5h".
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+GROUP = "kubetrain.dev"
+VERSION = "v1alpha1"
+PLURAL = "datasetwatches"
+KIND = "DatasetWatch"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+NOTIFICATION_MODES = ("Webhook", "Listen", "None")
+
+
+class SpecError(ValueError):
+    """A DatasetWatch spec the operator cannot act on; the message names the field."""
+
+
+def parse_duration(text: str, *, field_name: str = "duration") -> float:
+    """Seconds in a duration string such as "5m" or "1h30m"; SpecError names the field."""
+    if not isinstance(text, str) or not re.fullmatch(DURATION_PATTERN, text):
+        raise SpecError(
+            f"{field_name}: {text!r} is not a duration; use digits with ms/s/m/h, e.g. 30s, 5m, 1h30m"
+        )
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    endpoint: str
+    """`http(s)://host:port` of the S3/MinIO endpoint."""
+    bucket: str
+    prefix: str
+    """Possibly empty; a label is the first path segment under it."""
+    include: str
+    """fnmatch glob over the key relative to `prefix` (`*` also matches `/`)."""
+    credentials_secret: str
+    """Secret with keys `accessKey` and `secretKey` in the watch's namespace."""
+
+    @property
+    def secure(self) -> bool:
+        return self.endpoint.startswith("https://")
+
+    @property
+    def host(self) -> str:
+        """`host:port` as minio-py wants it."""
+        return self.endpoint.split("://", 1)[1].rstrip("/")
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    threshold: int = 200
+    debounce: float = 10.0
+    cooldown: float = 60.0
+    max_delay: float = 600.0
+    initial_training: bool = True
+
+
+@dataclass(frozen=True)
+class DetectionSpec:
+    resync_interval: float = 300.0
+    notifications: str = "Webhook"
+    """Webhook (MinIO pushes events to the operator), Listen (MinIO listen stream) or None."""
+
+
+@dataclass(frozen=True)
+class MlflowSpec:
+    tracking_uri: str = ""
+    experiment: str = ""
+    model_name: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    image: str = ""
+    image_pull_policy: str = "IfNotPresent"
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    backoff_limit: int = 2
+    active_deadline_seconds: int | None = 3600
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    epochs: int = 5
+    batch_size: int = 64
+    min_accuracy: float = 0.8
+    tolerance: float = 0.01
+    warm_start: bool = False
+    service_account_name: str = ""
+    job_history_limit: int = 3
+    mlflow: MlflowSpec = field(default_factory=MlflowSpec)
+
+
+@dataclass(frozen=True)
+class WatchSpec:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    source: SourceSpec
+    trigger: TriggerSpec
+    detection: DetectionSpec
+    training: TrainingSpec
+    suspend: bool = False
+
+    @property
+    def watch_id(self) -> str:
+        """`<namespace>/<name>`, as KUBETRAIN_WATCH and the manifest's `watch` field."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def snapshot_dir(self) -> str:
+        """The `<ns>-<watch>` directory name used by `contract.manifest_key`."""
+        return f"{self.namespace}-{self.name}"
+
+    @property
+    def model_name(self) -> str:
+        return self.training.mlflow.model_name or self.name
+
+    @property
+    def experiment(self) -> str:
+        return self.training.mlflow.experiment or self.name
+
+    def source_fingerprint(self) -> tuple[object, ...]:
+        """What, when changed, requires a fresh listing and a new listen stream."""
+        return (
+            self.source.endpoint,
+            self.source.bucket,
+            self.source.prefix,
+            self.source.include,
+            self.source.credentials_secret,
+            self.detection.notifications,
+        )
+
+
+def _get(obj: Mapping[str, Any], path: str, default: Any) -> Any:
+    cur: Any = obj
+    for part in path.split("."):
+        if not isinstance(cur, Mapping) or part not in cur or cur[part] is None:
+            return default
+        cur = cur[part]
+    return cur
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise SpecError(f"{where}: expected a number, got {value!r}")
+    if not isinstance(value, kind):
+        raise SpecError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def parse_watch(body: Mapping[str, Any]) -> WatchSpec:
+    """Parse a DatasetWatch object (kopf body or API dict); SpecError names the bad field."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    name = str(meta.get("name") or "")
+    namespace = str(meta.get("namespace") or "")
+    if not name or not namespace:
+        raise SpecError("metadata.name and metadata.namespace are required")
+
+    def s(path: str, default: Any, kind: type | tuple[type, ...] = str) -> Any:
+        return _typed(_get(spec, path, default), kind, f"spec.{path}")
+
+    endpoint = s("source.endpoint", "")
+    if not re.fullmatch(r"https?://[^/\s]+/?", endpoint):
+        raise SpecError(
+            f"spec.source.endpoint: {endpoint!r} must be http://host:port or https://host:port"
+        )
+    bucket = s("source.bucket", "")
+    if not bucket:
+        raise SpecError("spec.source.bucket is required")
+    prefix = s("source.prefix", "")
+    if prefix.startswith("/") or prefix.startswith(contract.RESERVED_PREFIX):
+        raise SpecError(
+            f"spec.source.prefix: {prefix!r} must not start with '/' or {contract.RESERVED_PREFIX!r}"
+        )
+    secret = s("source.credentialsSecretRef.name", "")
+    if not secret:
+        raise SpecError("spec.source.credentialsSecretRef.name is required")
+    source = SourceSpec(
+        endpoint=endpoint.rstrip("/"),
+        bucket=bucket,
+        prefix=prefix,
+        include=s("source.include", "*.png") or "*",
+        credentials_secret=secret,
+    )
+
+    threshold = s("trigger.threshold", 200, int)
+    if threshold < 1:
+        raise SpecError(f"spec.trigger.threshold: must be >= 1, got {threshold}")
+    debounce = parse_duration(s("trigger.debounce", "10s"), field_name="spec.trigger.debounce")
+    max_delay = parse_duration(s("trigger.maxDelay", "10m"), field_name="spec.trigger.maxDelay")
+    if debounce > max_delay:
+        raise SpecError("spec.trigger.debounce must not exceed spec.trigger.maxDelay")
+    trigger = TriggerSpec(
+        threshold=threshold,
+        debounce=debounce,
+        cooldown=parse_duration(s("trigger.cooldown", "1m"), field_name="spec.trigger.cooldown"),
+        max_delay=max_delay,
+        initial_training=s("trigger.initialTraining", True, bool),
+    )
+    resync = parse_duration(
+        s("detection.resyncInterval", "5m"), field_name="spec.detection.resyncInterval"
+    )
+    if resync < 2:
+        raise SpecError("spec.detection.resyncInterval must be at least 2s")
+    mode = _get(spec, "detection.notifications", "Webhook")
+    if isinstance(mode, bool):  # tolerate the boolean spelling
+        mode = "Webhook" if mode else "None"
+    modes = {m.lower(): m for m in NOTIFICATION_MODES}
+    if not isinstance(mode, str) or mode.lower() not in modes:
+        raise SpecError(
+            f"spec.detection.notifications: {mode!r} must be one of {', '.join(NOTIFICATION_MODES)}"
+        )
+    detection = DetectionSpec(resync_interval=resync, notifications=modes[mode.lower()])
+
+    deadline = _get(spec, "training.activeDeadlineSeconds", 3600)
+    if deadline is not None:
+        _typed(deadline, int, "spec.training.activeDeadlineSeconds")
+    tolerations = s("training.tolerations", [], list)
+    for i, tol in enumerate(tolerations):
+        _typed(tol, Mapping, f"spec.training.tolerations[{i}]")
+    node_selector = s("training.nodeSelector", {}, Mapping)
+    for k, v in node_selector.items():
+        _typed(v, str, f"spec.training.nodeSelector.{k}")
+    training = TrainingSpec(
+        image=s("training.image", ""),
+        image_pull_policy=s("training.imagePullPolicy", "IfNotPresent"),
+        resources=dict(s("training.resources", {}, Mapping)),
+        backoff_limit=s("training.backoffLimit", 2, int),
+        active_deadline_seconds=deadline,
+        node_selector=dict(node_selector),
+        tolerations=tuple(dict(t) for t in tolerations),
+        epochs=s("training.epochs", 5, int),
+        batch_size=s("training.batchSize", 64, int),
+        min_accuracy=float(s("training.minAccuracy", 0.8, (int, float))),
+        tolerance=float(s("training.tolerance", 0.01, (int, float))),
+        warm_start=s("training.warmStart", False, bool),
+        service_account_name=s("training.serviceAccountName", ""),
+        job_history_limit=s("training.jobHistoryLimit", 3, int),
+        mlflow=MlflowSpec(
+            tracking_uri=s("training.mlflow.trackingUri", ""),
+            experiment=s("training.mlflow.experiment", ""),
+            model_name=s("training.mlflow.modelName", ""),
+        ),
+    )
+    return WatchSpec(
+        namespace=namespace,
+        name=name,
+        uid=str(meta.get("uid") or ""),
+        generation=int(meta.get("generation") or 0),
+        source=source,
+        trigger=trigger,
+        detection=detection,
+        training=training,
+        suspend=s("suspend", False, bool),
+    )
