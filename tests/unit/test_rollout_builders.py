@@ -214,7 +214,7 @@ def test_deployment_spec() -> None:
     [c] = pod["containers"]
     assert c["image"] == "registry.local/kubetrain-trainer:1.2"
     assert c["command"] == ["kubetrain-serve"]
-    assert c["args"] == ["--bento", V2.bento_uri, "--port", "8080", "--host", "0.0.0.0"]
+    assert c["args"] == ["--bento", V2.bento_uri, "--port", "8080", "--host", "$(POD_IP)"]
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert c["resources"] == {
         "requests": {"cpu": "1", "memory": "1Gi"},

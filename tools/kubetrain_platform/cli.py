@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="configure a MinIO webhook notification target (id KUBETRAIN) posting to URL",
     )
+    up.add_argument(
+        "--no-node",
+        action="store_true",
+        help="do not run the node agent (pods stay Pending) and the local ingress",
+    )
     sub.add_parser("down", help="stop every process `up` started, by pid")
     sub.add_parser("status", help="say what runs and where")
     sub.add_parser("env", help="print platform.env (contains credentials)")
@@ -61,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             plat = Platform(
-                args.state_dir, bin_dir=args.bin_dir, ports=args.ports, webhook=args.minio_webhook
+                args.state_dir,
+                bin_dir=args.bin_dir,
+                ports=args.ports,
+                webhook=args.minio_webhook,
+                node=not args.no_node,
             )
             plat.up()
             print(

@@ -1,41 +1,85 @@
-"""`make demo`: bring the local platform up and show where everything is.
+"""`make demo`: the whole product on this machine, from upload to a served prediction.
 
-Stages print progress and elapsed time. Idempotent: a second run reuses what runs.
+1. start the local platform (etcd, kube-apiserver, controller-manager, MinIO, MLflow, node agent
+   with the local ingress);
+2. `helm upgrade --install` the chart; the operator runs as a pod on the node agent;
+3. write the sample CSV, convert it to label folders, upload, apply the example DatasetWatch;
+4. wait for the first model to be trained and served;
+5. send held-out digits through the Ingress and print predictions vs. labels and the accuracy;
+6. change more than 200 images of one label, wait for the retrain and the rollout, show the
+   version change.
+
+Every stage prints elapsed time. Idempotent: a second run reuses the platform, the release, the
+uploaded objects and a model that is already served (step 6 then retrains once more).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
+from kubetrain_platform.e2e import Flow, FlowConfig, FlowError
 from kubetrain_platform.platform import REPO_ROOT, Platform, PlatformError
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=4, help="training epochs per run (default 4)")
+    p.add_argument("--label", default="3", help="the label whose images step 6 changes (default 3)")
+    args = p.parse_args(argv)
     t0 = time.monotonic()
 
     def stage(msg: str) -> None:
-        print(f"[demo {time.monotonic() - t0:6.1f}s] {msg}", flush=True)
+        print(f"[demo {time.monotonic() - t0:7.1f}s] {msg}", flush=True)
 
-    plat = Platform(REPO_ROOT / ".kubetrain")
-    stage("starting the local platform (etcd, kube-apiserver, controller-manager, MinIO, MLflow)")
     try:
+        stage("1/6 starting the local platform")
+        plat = Platform(REPO_ROOT / ".kubetrain", node=True)
         plat.up()
-    except PlatformError as exc:
+        cfg = FlowConfig(epochs=args.epochs)
+        flow = Flow(plat, cfg, log=lambda m: print(f"[demo] {m}", flush=True))
+        stage(f"2/6 helm upgrade --install {cfg.release} charts/kubetrain -n {cfg.namespace}")
+        flow.install_chart()
+        stage("3/6 dataset: sample CSV -> label folders -> MinIO; applying the DatasetWatch")
+        held = flow.prepare_dataset()
+        flow.upload()
+        flow.apply_watch()
+        stage("4/6 waiting for the first model to be trained and served (minutes on 2 cores)")
+        first = flow.served_version() or flow.wait_served(None, timeout=1800)
+        stage(f"    model version {first} is served through the Ingress (Host: {cfg.host})")
+        stage(f"5/6 predicting {len(held)} held-out digits through the Ingress")
+        acc, version, pairs = flow.evaluate(held)
+        print(
+            "    truth -> prediction (first 20): " + "  ".join(f"{t}->{p}" for t, p in pairs[:20])
+        )
+        stage(f"    accuracy {acc:.1%} on {len(pairs)} held-out digits (model version {version})")
+        stage(f"6/6 changing 201 images of label {args.label} (threshold: more than 200)")
+        keys = flow.mutate(args.label, 201, seed=int(time.time()))
+        stage(f"    changed {len(keys)} objects, e.g. {keys[0]}; waiting for retrain and rollout")
+        second = flow.wait_served(first, timeout=1800)
+        acc2, version2, _ = flow.evaluate(held)
+        stage(f"    model version {first} -> {second}; accuracy {acc2:.1%} (version {version2})")
+    except (PlatformError, FlowError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
+        print("demo: logs are in .kubetrain/logs/ and .kubetrain/nodeagent/", file=sys.stderr)
         return 1
     env = plat.env()
-    stage("platform ready")
     print(
         f"""
-  Kubernetes API   {plat.url("apiserver")}   (KUBECONFIG={env["KUBECONFIG"]})
-  MinIO S3 API     {env["MINIO_ENDPOINT"]}
-  MinIO console    {env["MINIO_CONSOLE_URL"]}   (credentials in {plat.env_path})
-  MLflow UI        {env["MLFLOW_TRACKING_URI"]}
+Done in {time.monotonic() - t0:.0f}s.
 
-Look around:  source {plat.env_path} && $KUBETRAIN_BIN/kubectl get all -A
-Status:       make platform-status
-Stop:         make platform-down
+  MLflow UI        {env["MLFLOW_TRACKING_URI"]}
+  MinIO console    {env["MINIO_CONSOLE_URL"]}   (user/password: MINIO_ACCESS_KEY/MINIO_SECRET_KEY in {plat.env_path})
+  Model (Ingress)  curl -H 'Host: {cfg.host}' -H 'Content-Type: application/json' \\
+                     -d '{{"data": "<base64 PNG>"}}' {env["KUBETRAIN_INGRESS_URL"]}/predict
+
+Look around:
+  source {plat.env_path}
+  $KUBETRAIN_BIN/kubectl -n {cfg.namespace} get dsw,jobs,deploy,pods,ingress
+  $KUBETRAIN_BIN/kubectl -n {cfg.namespace} get events --sort-by=.lastTimestamp
+  ls .kubetrain/logs .kubetrain/nodeagent        # server and pod logs
+Stop:  make platform-down     (everything; `make demo` again resumes where this left off)
 """
     )
     return 0

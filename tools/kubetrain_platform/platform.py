@@ -21,6 +21,7 @@ MinIO root credentials.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -49,6 +50,10 @@ DEFAULT_PORTS: dict[str, int] = {
     "minio-console": 39001,
     "mlflow": 35000,
     "ingress": 38080,
+    # The operator pod of the demo/e2e release binds these (pods share the host's ports).
+    "operator-health": 38081,
+    "operator-metrics": 38082,
+    "operator-webhook": 38083,
 }
 #: Controllers the platform needs (pods are run by the node agent, so no node
 #: lifecycle controller that would evict them between heartbeats).
@@ -70,7 +75,7 @@ CONTROLLERS = (
     "ttl-after-finished-controller",
 )
 MLFLOW_BUCKET = "mlflow"
-COMPONENT_ORDER = ("etcd", "apiserver", "controller-manager", "minio", "mlflow")
+COMPONENT_ORDER = ("etcd", "apiserver", "controller-manager", "minio", "mlflow", "nodeagent")
 
 
 def cache_dir() -> Path:
@@ -102,6 +107,14 @@ class Record:
     minio_access_key: str = ""
     minio_secret_key: str = ""
     webhook: str = ""
+    """MinIO webhook notification target (id KUBETRAIN); empty: none."""
+    webhook_token: str = ""
+    """Bearer token MinIO sends to the webhook; generated with the target."""
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    """Hash of each running component's command line and environment: a changed
+    configuration restarts the component on the next `up`."""
+    node: bool = False
+    """Whether this platform runs the node agent (pods as processes) and the local ingress."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,7 @@ class Platform:
         bin_dir: Path | None = None,
         ports: str | dict[str, int] = "default",
         webhook: str | None = None,
+        node: bool | None = None,
         python_bin: Path | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -144,6 +158,14 @@ class Platform:
         self.python_bin = python_bin or Path(sys.executable).parent
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.record = self._load_record(ports, webhook)
+        if node is not None:
+            self.record.node = node
+        if self.record.node and not self.record.webhook:
+            # The operator pod of the local release receives bucket events on this port.
+            port = self.record.ports["operator-webhook"]
+            self.record.webhook = f"http://127.0.0.1:{port}/minio/events"
+        if self.record.webhook and not self.record.webhook_token:
+            self.record.webhook_token = secrets.token_urlsafe(24)
         self.pki = Pki(self.state / "pki")
 
     # ---------------------------------------------------------------- paths
@@ -215,6 +237,29 @@ class Platform:
 
     def _apiserver_ready(self) -> bool:
         return self._http_ok(f"{self.url('apiserver')}/readyz", tls=True, client="admin")
+
+    def _node_ready(self) -> bool:
+        """The ingress answers HTTP (any status) and the agent's Node is Ready."""
+        try:
+            urllib.request.urlopen(f"{self.url('ingress')}/", timeout=3).close()
+        except urllib.error.HTTPError:
+            pass  # 404 from the ingress is an answer
+        except (urllib.error.URLError, OSError):
+            return False
+        url = f"{self.url('apiserver')}/api/v1/nodes?labelSelector=kubetrain.dev%2Fnode-agent"
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_crt))
+        crt, key = self.pki.client("admin")
+        ctx.load_cert_chain(str(crt), str(key))
+        try:
+            with urllib.request.urlopen(url, timeout=3, context=ctx) as resp:
+                nodes = json.loads(resp.read())["items"]
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return False
+        return any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for n in nodes
+            for c in n.get("status", {}).get("conditions", [])
+        )
 
     def _controllers_ready(self) -> bool:
         port = self.record.ports["controller-manager"]
@@ -318,12 +363,13 @@ class Platform:
             "MINIO_BROWSER": "on",
         }
         if self.record.webhook:
-            # Persisted queue: MinIO retries until the operator answers 2xx.
+            # No queue dir: with one, MinIO replays events only every ~3 s. Events sent while
+            # the operator is down are lost, which its periodic full listing repairs.
             minio_env.update(
                 {
                     "MINIO_NOTIFY_WEBHOOK_ENABLE_KUBETRAIN": "on",
                     "MINIO_NOTIFY_WEBHOOK_ENDPOINT_KUBETRAIN": self.record.webhook,
-                    "MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_KUBETRAIN": str(s / "minio-queue"),
+                    "MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_KUBETRAIN": self.record.webhook_token,
                 }
             )
         minio = Component(
@@ -370,7 +416,34 @@ class Platform:
             f"http://127.0.0.1:{p['mlflow']}",
             timeout=120,
         )
-        return [etcd, apiserver, controller_manager, minio, mlflow]
+        comps = [etcd, apiserver, controller_manager, minio, mlflow]
+        if self.record.node:
+            agent_bin = self.python_bin / "kubetrain-nodeagent"
+            if not agent_bin.exists():
+                raise PlatformError(
+                    f"kubetrain-nodeagent is not installed at {agent_bin}: run `make install`"
+                )
+            comps.append(
+                Component(
+                    "nodeagent",
+                    [
+                        str(agent_bin),
+                        "run",
+                        f"--kubeconfig={self.kubeconfig}",
+                        f"--state-dir={s / 'nodeagent'}",
+                        f"--ingress-port={p['ingress']}",
+                    ],
+                    {
+                        **base_env,
+                        # Pods run in the project's environment: the venv first on PATH.
+                        "PATH": f"{self.python_bin}:{base_env['PATH']}",
+                        "PYTHONUNBUFFERED": "1",
+                    },
+                    self._node_ready,
+                    f"http://127.0.0.1:{p['ingress']} (ingress)",
+                )
+            )
+        return comps
 
     # ---------------------------------------------------------------- process control
     @staticmethod
@@ -392,6 +465,13 @@ class Platform:
         return bool(pid) and self.pid_alive(pid)  # type: ignore[arg-type]
 
     def _start(self, comp: Component) -> None:
+        fingerprint = hashlib.sha256(
+            json.dumps([comp.argv, comp.env], sort_keys=True).encode()
+        ).hexdigest()[:16]
+        known = self.record.fingerprints.get(comp.name)
+        if self.running(comp.name) and known is not None and known != fingerprint:
+            self._log(f"  {comp.name:<19} configuration changed: restarting")
+            self._stop(comp.name)
         if self.running(comp.name) and comp.health():
             self._log(f"  {comp.name:<19} already running (pid {self.record.pids[comp.name]})")
             return
@@ -412,6 +492,7 @@ class Platform:
                 start_new_session=True,
             )
         self.record.pids[comp.name] = proc.pid
+        self.record.fingerprints[comp.name] = fingerprint
         self._save_record()
         deadline = t0 + comp.timeout
         while time.monotonic() < deadline:
@@ -471,6 +552,8 @@ class Platform:
             self._start(comps[name])
         self._ensure_bucket(MLFLOW_BUCKET)
         self._start(comps["mlflow"])
+        if "nodeagent" in comps:
+            self._start(comps["nodeagent"])
         self._write_env()
         elapsed = time.monotonic() - t0
         self._log(f"platform: ready in {elapsed:.1f}s; env: {self.env_path}")
@@ -498,6 +581,8 @@ class Platform:
         except PlatformError:
             comps = {}
         for name in COMPONENT_ORDER:
+            if name == "nodeagent" and not self.record.node:
+                continue
             pid = self.record.pids.get(name)
             comp = comps.get(name)
             if pid and self.pid_alive(pid):
@@ -521,6 +606,7 @@ class Platform:
             "MINIO_CONSOLE_URL": self.url("minio-console"),
             "MLFLOW_TRACKING_URI": self.url("mlflow"),
             "KUBETRAIN_INGRESS_URL": self.url("ingress"),
+            "KUBETRAIN_WEBHOOK_TOKEN": self.record.webhook_token,
         }
 
     # ---------------------------------------------------------------- helpers

@@ -1,0 +1,181 @@
+"""End to end: upload -> training Job -> MLflow/Bento -> rollout -> predictions through the Ingress.
+
+One long scenario on its own platform with the node agent (pods really run as processes),
+driven only through the product's public surfaces (helm, kubetrain-data, the Kubernetes API,
+HTTP through the local ingress). Asserts, in order:
+1. the first model version is served through the Ingress, with sane accuracy;
+2. 200 changes to a label trigger nothing, the 201st triggers a retrain;
+3. the operator pod deleted mid-training recovers without a second Job;
+4. the new version is served, and a client polling /predict saw no failed request;
+5. a training failure (an impossible deadline) leaves the old model serving, status Failed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubetrain_platform.e2e import Flow, FlowConfig, FlowError
+from kubetrain_platform.platform import Platform
+
+pytestmark = [pytest.mark.platform, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
+    state = tmp_path_factory.mktemp("e2e-platform")
+    plat = Platform(state, ports="free", node=True, log=lambda _m: None)
+    try:
+        plat.up()
+        cfg = FlowConfig(
+            namespace="e2e",
+            epochs=2,
+            holdout=200,
+            work_dir=tmp_path_factory.mktemp("e2e-work"),
+        )
+        yield Flow(plat, cfg, log=print)
+    finally:
+        plat.down()
+
+
+class Poller:
+    """Calls /predict through the Ingress every 100 ms; records every failure."""
+
+    def __init__(self, flow: Flow, png: bytes) -> None:
+        self.flow, self.png = flow, png
+        self.ok = 0
+        self.failures: list[str] = []
+        self.versions: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + 1800  # bounded even if the test forgets to stop it
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                got = self.flow.predict_one(self.png, timeout=10)
+                self.ok += 1
+                v = str(got.get("model_version"))
+                if not self.versions or self.versions[-1] != v:
+                    self.versions.append(v)
+            except FlowError as exc:
+                self.failures.append(str(exc))
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _label_changes(flow: Flow, label: str) -> int:
+    labels = flow.status().get("labels") or {}
+    return int((labels.get(label) or {}).get("changes", 0))
+
+
+def test_upload_to_served_prediction(flow: Flow) -> None:
+    flow.stage("installing the chart")
+    flow.install_chart()
+    held = flow.prepare_dataset()
+    flow.upload()
+    flow.apply_watch()
+
+    # 1. The first model is trained and served through the Ingress.
+    first = flow.wait_served(None, timeout=1500)
+    acc, version, pairs = flow.evaluate(held)
+    flow.stage(f"first model {first}: accuracy {acc:.3f} on {len(pairs)} held-out digits")
+    assert version == first
+    assert len(pairs) == 200
+    assert acc >= 0.8, f"served model accuracy {acc:.3f} on held-out digits"
+    assert flow.training_jobs() == [f"{flow.cfg.watch}-train-1"]
+
+    # 2. Exactly 200 changes: nothing. The 201st: a retrain.
+    flow.mutate("3", 200, seed=7)
+    flow.wait("200 changes counted on label 3", lambda: _label_changes(flow, "3") == 200, 120)
+    time.sleep(15)  # debounce 3s + cooldown 5s + a resync margin: a Job would exist by now
+    assert flow.training_jobs() == [f"{flow.cfg.watch}-train-1"]
+    assert _label_changes(flow, "3") == 200
+
+    png = held[0][1]
+    with Poller(flow, png) as poller:
+        added = flow._run(
+            [
+                str(flow.venv_bin / "kubetrain-data"),
+                "mutate",
+                f"s3://{flow.cfg.bucket}/{flow.cfg.prefix}",
+                "--label",
+                "3",
+                "--add",
+                "1",
+                "--seed",
+                "8",
+            ]
+        )
+        assert added
+        second_job = f"{flow.cfg.watch}-train-2"
+        flow.wait("the retrain Job", lambda: second_job in flow.training_jobs(), 180)
+
+        # 3. Kill the operator mid-training: it comes back and adopts the running Job.
+        pods = flow.core.list_namespaced_pod(
+            flow.cfg.namespace, label_selector="app.kubernetes.io/component=operator"
+        ).items
+        assert len(pods) == 1
+        old_pod = pods[0].metadata.name
+        flow.core.delete_namespaced_pod(old_pod, flow.cfg.namespace)
+        flow.wait(
+            "a new operator pod",
+            lambda: any(
+                p.metadata.name != old_pod and p.status.phase == "Running"
+                for p in flow.core.list_namespaced_pod(
+                    flow.cfg.namespace, label_selector="app.kubernetes.io/component=operator"
+                ).items
+            ),
+            180,
+        )
+
+        # 4. The new version is rolled out; the poller never saw a failed request.
+        second = flow.wait_served(first, timeout=1500)
+        time.sleep(2)
+    assert second != first
+    assert flow.training_jobs() == [f"{flow.cfg.watch}-train-1", second_job]
+    assert poller.ok > 20
+    assert poller.failures == [], poller.failures[:5]
+    assert poller.versions[0] == first and poller.versions[-1] == second
+    assert _label_changes(flow, "3") == 0  # counted against the new baseline
+
+    # 5. A training failure keeps the old model serving and says Failed.
+    flow.patch_training({"activeDeadlineSeconds": 1})
+    flow.mutate("5", 201, seed=9)
+    third_job = f"{flow.cfg.watch}-train-3"
+    flow.wait("the third Job", lambda: third_job in flow.training_jobs(), 180)
+    flow.wait(
+        "the failed run in status",
+        lambda: (flow.status().get("lastRun") or {}).get("result") == "Failed",
+        300,
+    )
+    st = flow.status()
+    assert st["phase"] == "Failed"
+    assert st["lastRun"].get("message")
+    assert flow.served_version() == second
+    assert _label_changes(flow, "5") == 201  # the failed run did not move the baseline
+
+
+def test_demo_entrypoint_help() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "kubetrain_platform.demo", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    assert "--epochs" in out

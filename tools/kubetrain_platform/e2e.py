@@ -1,0 +1,402 @@
+"""The end-to-end flow shared by `make demo` and the e2e test.
+
+upload -> DatasetWatch -> training Job -> MLflow + Bento -> serving Deployment -> Ingress,
+all on the local platform with the node agent running pods as processes. Every step
+goes through the product's public surfaces only: `helm` for the chart, `kubetrain-data`
+for the dataset, the Kubernetes API for the DatasetWatch and its status, and plain HTTP
+through the local ingress for predictions. Nothing here reaches into the operator.
+
+The flow is idempotent: a second run upgrades the release, skips unchanged uploads and
+reuses a model that is already served.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubetrain_platform.platform import REPO_ROOT, Platform
+
+GROUP, VERSION, PLURAL = "kubetrain.dev", "v1alpha1", "datasetwatches"
+
+
+@dataclass
+class FlowConfig:
+    """What the demo and the e2e test vary."""
+
+    namespace: str = "kubetrain-demo"
+    """Namespace of the release, the DatasetWatch and everything it creates."""
+    release: str = "kubetrain"
+    """Helm release name."""
+    watch: str = "mnist"
+    """DatasetWatch name (also the registered model name)."""
+    bucket: str = "mnist"
+    """Bucket holding the dataset."""
+    prefix: str = "dataset/"
+    """Dataset prefix inside the bucket; labels are the next path segment."""
+    host: str = "mnist.kubetrain.local"
+    """Ingress host the model is served under."""
+    epochs: int = 4
+    """Training epochs per run."""
+    threshold: int = 200
+    """Changes per label that must be exceeded to retrain."""
+    holdout: int = 500
+    """CSV rows kept out of the bucket and used to test the served model."""
+    work_dir: Path = field(default_factory=lambda: REPO_ROOT / ".kubetrain" / "demo")
+    """Where the sample CSV, the PNG folders and generated values live."""
+
+
+class FlowError(RuntimeError):
+    """A step of the flow failed; the message says which and why."""
+
+
+class Flow:
+    def __init__(
+        self, plat: Platform, cfg: FlowConfig, log: Callable[[str], None] | None = None
+    ) -> None:
+        from kubernetes import client, config
+
+        self.plat = plat
+        self.cfg = cfg
+        self.env = plat.env()
+        self.bin = Path(self.env["KUBETRAIN_BIN"])
+        self.venv_bin = Path(sys.executable).parent
+        self._t0 = time.monotonic()
+        self._log = log or (lambda m: print(m, flush=True))
+        kcfg = client.Configuration()
+        config.load_kube_config(config_file=self.env["KUBECONFIG"], client_configuration=kcfg)
+        self.api = client.ApiClient(kcfg)
+        self.core = client.CoreV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ output
+    def stage(self, msg: str) -> None:
+        self._log(f"[{time.monotonic() - self._t0:7.1f}s] {msg}")
+
+    def _run(self, argv: list[str], *, env: dict[str, str] | None = None) -> str:
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.env, **(env or {})},
+            cwd=REPO_ROOT,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise FlowError(
+                f"`{' '.join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))}` "
+                f"failed ({proc.returncode}):\n{proc.stderr.strip()[-3000:]}"
+            )
+        return proc.stdout
+
+    # ------------------------------------------------------------------ chart
+    def install_chart(self, timeout: str = "5m") -> None:
+        """helm upgrade --install the chart against the platform's MinIO and MLflow."""
+        ports = self.plat.record.ports
+        self._ensure_namespace()
+        # MinIO (started by the platform) authenticates to the operator's webhook with this
+        # token; the chart reads it from an existing Secret instead of generating one.
+        self._apply_secret(
+            f"{self.cfg.release}-local-webhook", {"token": self.env["KUBETRAIN_WEBHOOK_TOKEN"]}
+        )
+        values = {
+            "operator": {
+                "image": {"repository": "kubetrain-operator", "tag": "local"},
+                # Pods share the host's ports on this platform: use the ones it reserved.
+                "healthPort": ports["operator-health"],
+                "metricsPort": ports["operator-metrics"],
+                "webhook": {
+                    "enabled": True,
+                    "port": ports["operator-webhook"],
+                    "token": {"existingSecret": f"{self.cfg.release}-local-webhook"},
+                },
+                "settings": {
+                    "KUBETRAIN_OPERATOR_DEFAULT_MLFLOW_URI": self.env["MLFLOW_TRACKING_URI"],
+                    "KUBETRAIN_OPERATOR_LOG_LEVEL": "INFO",
+                },
+            },
+            "trainer": {"image": {"repository": "kubetrain-trainer", "tag": "local"}},
+            "minio": {"enabled": False},
+            "mlflow": {"enabled": False},
+            "rbac": {"secretAccess": {"names": [self.secret_name]}},
+        }
+        path = self.cfg.work_dir / "values.json"
+        path.write_text(json.dumps(values, indent=2))
+        self._run(
+            [
+                str(self.bin / "helm"),
+                "upgrade",
+                "--install",
+                self.cfg.release,
+                str(REPO_ROOT / "charts" / "kubetrain"),
+                "--namespace",
+                self.cfg.namespace,
+                "--create-namespace",
+                "-f",
+                str(path),
+                "--wait",
+                "--timeout",
+                timeout,
+            ]
+        )
+
+    @property
+    def secret_name(self) -> str:
+        return f"{self.cfg.watch}-minio-credentials"
+
+    # ------------------------------------------------------------------ dataset
+    def prepare_dataset(self) -> list[tuple[int, bytes]]:
+        """Sample CSV -> label folders (minus a hold-out), returned as (label, PNG) pairs."""
+        import numpy as np
+        import pandas as pd
+        from PIL import Image
+
+        wd = self.cfg.work_dir
+        sample = wd / "mnist.csv"
+        if not sample.exists():
+            self._run([str(self.venv_bin / "kubetrain-data"), "sample-csv", str(sample)])
+        frame = pd.read_csv(sample)
+        train, hold = frame.iloc[: -self.cfg.holdout], frame.iloc[-self.cfg.holdout :]
+        train_csv = wd / "train.csv"
+        if not train_csv.exists():
+            train.to_csv(train_csv, index=False)
+        self._run(
+            [
+                str(self.venv_bin / "kubetrain-data"),
+                "csv-to-images",
+                str(train_csv),
+                "--out",
+                str(wd / "dataset"),
+            ]
+        )
+        held: list[tuple[int, bytes]] = []
+        pixels = hold.iloc[:, 1:].to_numpy(dtype=np.uint8)
+        for label, row in zip(hold.iloc[:, 0].to_numpy(), pixels, strict=True):
+            buf = io.BytesIO()
+            Image.fromarray(row.reshape(28, 28), mode="L").save(buf, format="PNG")
+            held.append((int(label), buf.getvalue()))
+        return held
+
+    def upload(self) -> None:
+        self._run(
+            [
+                str(self.venv_bin / "kubetrain-data"),
+                "upload",
+                str(self.cfg.work_dir / "dataset"),
+                f"s3://{self.cfg.bucket}/{self.cfg.prefix}",
+                "--create-bucket",
+            ]
+        )
+
+    def mutate(self, label: str, modify: int, seed: int) -> list[str]:
+        out = self._run(
+            [
+                str(self.venv_bin / "kubetrain-data"),
+                "mutate",
+                f"s3://{self.cfg.bucket}/{self.cfg.prefix}",
+                "--label",
+                label,
+                "--modify",
+                str(modify),
+                "--seed",
+                str(seed),
+                "--json",
+            ]
+        )
+        doc = json.loads(out)
+        keys = doc.get("keys") if isinstance(doc, dict) else doc
+        if not isinstance(keys, list):
+            raise FlowError(f"kubetrain-data mutate --json printed no key list: {out[:300]}")
+        return [k if isinstance(k, str) else k["key"] for k in keys]
+
+    # ------------------------------------------------------------------ the watch
+    def _ensure_namespace(self) -> None:
+        from kubernetes import client
+
+        try:
+            self.core.create_namespace(
+                client.V1Namespace(metadata=client.V1ObjectMeta(name=self.cfg.namespace))
+            )
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def _apply_secret(self, name: str, data: dict[str, str]) -> None:
+        from kubernetes import client
+
+        secret = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)
+        try:
+            self.core.create_namespaced_secret(self.cfg.namespace, secret)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.core.replace_namespaced_secret(name, self.cfg.namespace, secret)
+
+    def apply_watch(self, extra_training: dict[str, Any] | None = None) -> None:
+        from kubernetes import client
+
+        self._apply_secret(
+            self.secret_name,
+            {"accessKey": self.env["MINIO_ACCESS_KEY"], "secretKey": self.env["MINIO_SECRET_KEY"]},
+        )
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "DatasetWatch",
+            "metadata": {"name": self.cfg.watch},
+            "spec": {
+                "source": {
+                    "endpoint": self.env["MINIO_ENDPOINT"],
+                    "bucket": self.cfg.bucket,
+                    "prefix": self.cfg.prefix,
+                    "credentialsSecretRef": {"name": self.secret_name},
+                },
+                "trigger": {"threshold": self.cfg.threshold, "debounce": "3s", "cooldown": "5s"},
+                "detection": {"notifications": "Webhook", "resyncInterval": "1m"},
+                "training": {
+                    "epochs": self.cfg.epochs,
+                    "batchSize": 64,
+                    "minAccuracy": 0.8,
+                    "resources": {"limits": {"cpu": "2", "memory": "4Gi"}},
+                    **(extra_training or {}),
+                },
+                "serving": {
+                    "replicas": 1,
+                    "progressDeadlineSeconds": 300,
+                    "ingress": {"host": self.cfg.host, "path": "/"},
+                },
+            },
+        }
+        try:
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.cfg.namespace, PLURAL, body
+            )
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.cfg.namespace, PLURAL, self.cfg.watch, {"spec": body["spec"]}
+            )
+
+    def patch_training(self, training: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            self.cfg.namespace,
+            PLURAL,
+            self.cfg.watch,
+            {"spec": {"training": training}},
+        )
+
+    def status(self) -> dict[str, Any]:
+        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(  # type: ignore[assignment]
+            GROUP, VERSION, self.cfg.namespace, PLURAL, self.cfg.watch
+        )
+        st: dict[str, Any] = obj.get("status") or {}
+        return st
+
+    def training_jobs(self) -> list[str]:
+        jobs = self.batch.list_namespaced_job(
+            self.cfg.namespace, label_selector=f"kubetrain.dev/watch={self.cfg.watch}"
+        ).items
+        return sorted(str(j.metadata.name) for j in jobs if j.metadata)
+
+    def wait(self, what: str, pred: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
+        deadline = time.monotonic() + timeout
+        last_note = 0.0
+        while True:
+            got = pred()
+            if got:
+                return got
+            now = time.monotonic()
+            if now > deadline:
+                st = self.status()
+                raise FlowError(
+                    f"timed out after {timeout:.0f}s waiting for {what}; watch status: "
+                    f"phase={st.get('phase')} pending={st.get('pendingSummary')} "
+                    f"lastRun={json.dumps(st.get('lastRun'))[:400]} "
+                    f"serving={json.dumps(st.get('serving'))[:400]}"
+                )
+            if now - last_note > 30:
+                st = self.status()
+                self.stage(
+                    f"  ... {what}: phase={st.get('phase')} pending={st.get('pendingSummary')} "
+                    f"active={(st.get('activeRun') or {}).get('jobName')} "
+                    f"serving={(st.get('serving') or {}).get('phase')}"
+                )
+                last_note = now
+            time.sleep(every)
+
+    def served_version(self) -> str | None:
+        """The model version the Ingress answers with right now (None if it does not)."""
+        try:
+            got = self.predict_one(self._probe_png())
+        except (FlowError, OSError):
+            return None
+        version = got.get("model_version")
+        return str(version) if version else None
+
+    def wait_served(self, not_version: str | None, timeout: float) -> str:
+        def ready() -> str | None:
+            serving = self.status().get("serving") or {}
+            if serving.get("phase") != "Available":
+                return None
+            version = self.served_version()
+            if version and version != not_version and version == str(serving.get("modelVersion")):
+                return version
+            return None
+
+        result: str = self.wait("the model to be served through the Ingress", ready, timeout)
+        return result
+
+    # ------------------------------------------------------------------ HTTP
+    @property
+    def ingress_url(self) -> str:
+        return self.env["KUBETRAIN_INGRESS_URL"]
+
+    def _probe_png(self) -> bytes:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("L", (28, 28), 0).save(buf, format="PNG")
+        return buf.getvalue()
+
+    def predict_one(self, png: bytes, timeout: float = 10.0) -> dict[str, Any]:
+        body = json.dumps({"data": base64.b64encode(png).decode()}).encode()
+        req = urllib.request.Request(
+            f"{self.ingress_url}/predict",
+            data=body,
+            headers={"Content-Type": "application/json", "Host": self.cfg.host},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                doc: dict[str, Any] = json.loads(resp.read())
+                return doc
+        except urllib.error.HTTPError as exc:
+            raise FlowError(f"/predict answered {exc.code}: {exc.read()[:300]!r}") from exc
+        except urllib.error.URLError as exc:
+            raise FlowError(f"/predict unreachable: {exc.reason}") from exc
+
+    def evaluate(self, held: list[tuple[int, bytes]]) -> tuple[float, str, list[tuple[int, int]]]:
+        """Accuracy of the served model on held-out digits, the version that answered, pairs."""
+        pairs: list[tuple[int, int]] = []
+        versions: set[str] = set()
+        for label, png in held:
+            got = self.predict_one(png)
+            pairs.append((label, int(got["prediction"])))
+            versions.add(str(got.get("model_version")))
+        acc = sum(t == p for t, p in pairs) / max(len(pairs), 1)
+        return acc, ",".join(sorted(versions)), pairs
