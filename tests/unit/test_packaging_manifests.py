@@ -1,0 +1,180 @@
+"""manifests/ is a rendering of the chart: it must not drift, and must stand on its own.
+
+The drift test re-renders the chart exactly like `tools/gen_manifests.py` and compares with the
+files on disk. The other tests read the files as a kubectl user gets them. The examples are
+hand-written; their validity against the real CRD is a platform test (server-side dry run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gen_manifests
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "manifests"
+EXAMPLES = MANIFESTS / "examples"
+
+
+def objects(directory: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for path in sorted(directory.glob("*.yaml")):
+        out += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return out
+
+
+@pytest.mark.skipif(
+    gen_manifests.find_helm() is None, reason="helm binary not built (make binaries)"
+)
+def test_manifests_match_the_chart() -> None:
+    helm = gen_manifests.find_helm()
+    assert helm is not None
+    expected = gen_manifests.build(gen_manifests.render_chart(helm))
+    actual = gen_manifests.current_files(MANIFESTS)
+    delta = gen_manifests.diff(expected, actual)
+    assert not delta, (
+        "manifests/ is out of date with charts/kubetrain; run "
+        f"`.venv/bin/python tools/gen_manifests.py`:\n{delta[:4000]}"
+    )
+
+
+def test_check_mode_detects_drift(tmp_path: Path) -> None:
+    """`gen_manifests --check` fails on a hand edit and passes on a fresh rendering."""
+    helm = gen_manifests.find_helm()
+    if helm is None:
+        pytest.skip("helm binary not built (make binaries)")
+    out = tmp_path / "manifests"
+    assert gen_manifests.main(["--out", str(out)]) == 0
+    assert gen_manifests.main(["--check", "--out", str(out)]) == 0
+    edited = out / "30-operator.yaml"
+    edited.write_text(edited.read_text().replace("replicas: 1", "replicas: 3"))
+    assert gen_manifests.main(["--check", "--out", str(out)]) == 1
+    (out / "99-stray.yaml").write_text("# not from the chart\n")
+    assert gen_manifests.main(["--out", str(out)]) == 0
+    assert not (out / "99-stray.yaml").exists()
+    assert gen_manifests.main(["--check", "--out", str(out)]) == 0
+
+
+def test_manifests_hold_crds_rbac_and_operator_in_apply_order() -> None:
+    files = sorted(p.name for p in MANIFESTS.glob("*.yaml"))
+    assert files == [
+        "00-namespace.yaml",
+        "10-crds.yaml",
+        "20-rbac.yaml",
+        "30-operator.yaml",
+        "40-peering.yaml",
+    ]
+    kinds_by_file = {
+        name: {d["kind"] for d in yaml.safe_load_all((MANIFESTS / name).read_text()) if d}
+        for name in files
+    }
+    assert kinds_by_file["00-namespace.yaml"] == {"Namespace"}
+    assert kinds_by_file["10-crds.yaml"] == {"CustomResourceDefinition"}
+    assert kinds_by_file["20-rbac.yaml"] == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    assert kinds_by_file["30-operator.yaml"] == {"Deployment", "Service"}
+    assert kinds_by_file["40-peering.yaml"] == {"ClusterKopfPeering"}
+    crds = {
+        d["metadata"]["name"]
+        for d in yaml.safe_load_all((MANIFESTS / "10-crds.yaml").read_text())
+        if d
+    }
+    assert crds == {
+        "datasetwatches.kubetrain.dev",
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    }
+
+
+def test_manifests_are_plain_kubectl_objects_in_one_namespace() -> None:
+    text = "".join(p.read_text() for p in sorted(MANIFESTS.glob("*.yaml")))
+    assert "helm.sh/chart" not in text
+    assert "managed-by: Helm" not in text
+    assert "{{" not in text
+    for obj in objects(MANIFESTS):
+        ns = obj["metadata"].get("namespace")
+        assert ns in (None, "kubetrain"), obj["metadata"]
+    dep = next(o for o in objects(MANIFESTS) if o["kind"] == "Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["kubetrain-operator"] and c["args"] == ["--all-namespaces"]
+    ns = next(o for o in objects(MANIFESTS) if o["kind"] == "Namespace")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_example_secret_is_a_clearly_marked_placeholder() -> None:
+    secrets = {o["metadata"]["name"]: o for o in objects(EXAMPLES) if o["kind"] == "Secret"}
+    assert set(secrets) == {"mnist-minio-credentials", "kubetrain-webhook"}
+    assert set(secrets["mnist-minio-credentials"]["stringData"]) == {"accessKey", "secretKey"}
+    assert set(secrets["kubetrain-webhook"]["stringData"]) == {"token"}
+    for secret in secrets.values():
+        for value in secret["stringData"].values():
+            assert value.startswith("REPLACE-ME"), value
+    assert "PLACEHOLDERS" in (EXAMPLES / "credentials-secret.yaml").read_text()
+    assert "PLACEHOLDER" in (EXAMPLES / "webhook-token-secret.yaml").read_text()
+    # The operator from manifests/ reads its token from exactly that Secret and key.
+    dep = next(o for o in objects(MANIFESTS) if o["kind"] == "Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    token = next(e for e in c["env"] if e["name"] == "KUBETRAIN_OPERATOR_WEBHOOK_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {
+        "name": "kubetrain-webhook",
+        "key": "token",
+        "optional": True,
+    }
+
+
+def test_example_watch_uses_the_example_secret_and_the_mnist_bucket() -> None:
+    (dsw,) = [o for o in objects(EXAMPLES) if o["kind"] == "DatasetWatch"]
+    (secret,) = [
+        o
+        for o in objects(EXAMPLES)
+        if o["kind"] == "Secret" and "accessKey" in o.get("stringData", {})
+    ]
+    source = dsw["spec"]["source"]
+    assert source["bucket"] == "mnist" and source["prefix"] == "dataset/"
+    assert source["credentialsSecretRef"]["name"] == secret["metadata"]["name"]
+    assert dsw["spec"]["trigger"]["threshold"] == 200
+    # The operator from manifests/ may read exactly that Secret.
+    role = next(o for o in objects(MANIFESTS) if o["kind"] == "ClusterRole")
+    secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert secret_rules == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [secret["metadata"]["name"]],
+            "verbs": ["get"],
+        }
+    ]
+
+
+def test_example_credentials_role_names_the_operator_service_account() -> None:
+    docs = [d for d in yaml.safe_load_all((EXAMPLES / "credentials-rbac.yaml").read_text()) if d]
+    role = next(d for d in docs if d["kind"] == "Role")
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["mnist-minio-credentials"],
+            "verbs": ["get"],
+        }
+    ]
+    sa = next(o for o in objects(MANIFESTS) if o["kind"] == "ServiceAccount")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "kubetrain"}
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+def test_generator_names_the_template_of_broken_yaml_and_unplaceable_kinds() -> None:
+    broken = "---\n# Source: kubetrain/crds/x.yaml\nkind: A\n  description: a: b\n"
+    with pytest.raises(
+        gen_manifests.ManifestError, match=r"invalid YAML in kubetrain/crds/x\.yaml"
+    ):
+        gen_manifests.split_documents(broken)
+    stray = "---\n# Source: kubetrain/templates/x.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n"
+    with pytest.raises(
+        gen_manifests.ManifestError, match=r"ConfigMap 'x' has no place in manifests/"
+    ):
+        gen_manifests.build(stray)

@@ -1,0 +1,195 @@
+"""skaffold.yaml cannot run here (no skaffold, no Docker engine): check it statically.
+
+It must parse as a skaffold/v4beta* Config using only fields that schema has, build both
+images from the Dockerfiles in this repository, deploy charts/kubetrain, and hand each built
+image to the chart value that really consumes it (checked by rendering the chart with the
+setValueTemplates keys substituted, so a renamed value fails here, not on someone's cluster).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import gen_manifests
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SKAFFOLD = yaml.safe_load((REPO / "skaffold.yaml").read_text())
+
+# Field names of the skaffold v4beta13 schema for the parts this file uses; any other key
+# is a typo skaffold would reject ("field not found in type").
+ALLOWED = {
+    "config": {"apiVersion", "kind", "metadata", "build", "deploy", "profiles", "manifests"},
+    "build": {"artifacts", "tagPolicy", "local", "platforms", "insecureRegistries"},
+    "artifact": {"image", "context", "docker", "requires", "sync", "platforms"},
+    "docker": {"dockerfile", "buildArgs", "target", "network", "cacheFrom", "noCache", "squash"},
+    "local": {"push", "useBuildkit", "concurrency", "tryImportMissing", "useDockerCLI"},
+    "release": {
+        "name",
+        "chartPath",
+        "namespace",
+        "createNamespace",
+        "wait",
+        "setValues",
+        "setValueTemplates",
+        "valuesFiles",
+        "skipBuildDependencies",
+        "upgradeOnChange",
+        "version",
+    },
+    "profile": {"name", "activation", "build", "deploy", "patches", "manifests"},
+    "activation": {"env", "kubeContext", "command"},
+    "patch": {"op", "path", "value", "from"},
+}
+
+
+def check_keys(obj: dict[str, Any], kind: str) -> None:
+    unknown = set(obj) - ALLOWED[kind]
+    assert not unknown, f"{kind}: unknown skaffold fields {unknown}"
+
+
+def artifacts() -> dict[str, dict[str, Any]]:
+    return {a["image"]: a for a in SKAFFOLD["build"]["artifacts"]}
+
+
+def release() -> dict[str, Any]:
+    (rel,) = SKAFFOLD["deploy"]["helm"]["releases"]
+    return rel
+
+
+def test_schema_version_and_known_fields() -> None:
+    assert re.fullmatch(r"skaffold/v4beta\d+", SKAFFOLD["apiVersion"])
+    assert SKAFFOLD["kind"] == "Config"
+    check_keys(SKAFFOLD, "config")
+    check_keys(SKAFFOLD["build"], "build")
+    for art in SKAFFOLD["build"]["artifacts"]:
+        check_keys(art, "artifact")
+        check_keys(art["docker"], "docker")
+    check_keys(release(), "release")
+    for profile in SKAFFOLD["profiles"]:
+        check_keys(profile, "profile")
+        for act in profile.get("activation", []):
+            check_keys(act, "activation")
+        for patch in profile.get("patches", []):
+            check_keys(patch, "patch")
+        if "build" in profile:
+            assert set(profile["build"]) <= ALLOWED["build"]
+            if "local" in profile["build"]:
+                check_keys(profile["build"]["local"], "local")
+
+
+def test_both_images_build_from_the_repository_dockerfiles() -> None:
+    arts = artifacts()
+    assert set(arts) == {"kubetrain-operator", "kubetrain-trainer"}
+    for image, art in arts.items():
+        context = REPO / art.get("context", ".")
+        dockerfile = context / art["docker"]["dockerfile"]
+        assert dockerfile.is_file(), f"{image}: {dockerfile} missing"
+        assert dockerfile.name == f"Dockerfile.{image.removeprefix('kubetrain-')}"
+        assert (context / ".dockerignore").is_file()
+        for arg in art["docker"].get("buildArgs", {}):
+            assert f"ARG {arg}=" in dockerfile.read_text(), f"{image}: build arg {arg} not declared"
+
+
+def test_chart_path_and_release() -> None:
+    rel = release()
+    assert (REPO / rel["chartPath"] / "Chart.yaml").is_file()
+    assert rel["chartPath"] == "charts/kubetrain"
+    assert rel["createNamespace"] is True
+
+
+def template_keys(templates: dict[str, str]) -> dict[str, str]:
+    """setValueTemplates value -> the artifact it names (IMAGE_*_<name with - and / as _>)."""
+    names = {a.replace("-", "_").replace("/", "_"): a for a in artifacts()}
+    out = {}
+    for key, value in templates.items():
+        m = re.fullmatch(r"\{\{\.IMAGE_(REPO|TAG|DIGEST)_(\w+)\}\}", value)
+        assert m, f"{key}: {value!r} is not one skaffold image template"
+        assert m.group(2) in names, f"{key}: unknown artifact {m.group(2)}"
+        out[key] = f"{names[m.group(2)]}:{m.group(1)}"
+    return out
+
+
+def test_every_built_image_is_wired_to_the_chart_value_that_uses_it() -> None:
+    keys = template_keys(release()["setValueTemplates"])
+    assert keys == {
+        "operator.image.repository": "kubetrain-operator:REPO",
+        "operator.image.tag": "kubetrain-operator:TAG",
+        "trainer.image.repository": "kubetrain-trainer:REPO",
+        "trainer.image.tag": "kubetrain-trainer:TAG",
+    }
+    remote = next(p for p in SKAFFOLD["profiles"] if p["name"] == "remote")
+    digests = {
+        p["path"].rsplit("/", 1)[1]: p["value"]
+        for p in remote["patches"]
+        if p["path"].startswith("/deploy/helm/releases/0/setValueTemplates/")
+    }
+    assert template_keys(digests) == {
+        "operator.image.digest": "kubetrain-operator:DIGEST",
+        "trainer.image.digest": "kubetrain-trainer:DIGEST",
+    }
+
+
+@pytest.mark.skipif(
+    gen_manifests.find_helm() is None, reason="helm binary not built (make binaries)"
+)
+def test_chart_renders_with_what_skaffold_would_set() -> None:
+    """Substitute plausible skaffold outputs; the built images must land in the pod spec and in
+    the operator's default training image."""
+    helm = gen_manifests.find_helm()
+    assert helm is not None
+    fake = {
+        "kubetrain-operator:REPO": "registry.example/kt/kubetrain-operator",
+        "kubetrain-operator:TAG": "abc1234",
+        "kubetrain-operator:DIGEST": "sha256:" + "1" * 64,
+        "kubetrain-trainer:REPO": "registry.example/kt/kubetrain-trainer",
+        "kubetrain-trainer:TAG": "abc1234",
+        "kubetrain-trainer:DIGEST": "sha256:" + "2" * 64,
+    }
+    sets = [f"{k}={fake[v]}" for k, v in template_keys(release()["setValueTemplates"]).items()]
+    remote = next(p for p in SKAFFOLD["profiles"] if p["name"] == "remote")
+    for patch in remote["patches"]:
+        key = patch["path"].rsplit("/", 1)[1]
+        if patch["path"].startswith("/deploy/helm/releases/0/setValueTemplates/"):
+            sets.append(f"{key}={fake[template_keys({key: patch['value']})[key]]}")
+        elif patch["path"] == "/deploy/helm/releases/0/setValues":
+            sets += [f"{k}={v}" for k, v in patch["value"].items()]
+    objs = gen_manifests.load_objects(
+        gen_manifests.helm_template(
+            helm, release="kubetrain", namespace="kubetrain", sets=sets, include_crds=False
+        )
+    )
+    dep = next(
+        o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-operator")
+    )
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == f"registry.example/kt/kubetrain-operator@sha256:{'1' * 64}"
+    assert c["imagePullPolicy"] == "Always"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert (
+        env["KUBETRAIN_OPERATOR_DEFAULT_IMAGE"]
+        == f"registry.example/kt/kubetrain-trainer@sha256:{'2' * 64}"
+    )
+
+
+def test_profiles_local_and_remote() -> None:
+    profiles = {p["name"]: p for p in SKAFFOLD["profiles"]}
+    assert set(profiles) == {"local", "remote"}
+    local = profiles["local"]
+    assert local["build"]["local"]["push"] is False
+    contexts = {a["kubeContext"] for a in local["activation"]}
+    assert any(re.fullmatch(c, "kind-kind") for c in contexts)
+    assert any(re.fullmatch(c, "minikube") for c in contexts)
+    assert profiles["remote"]["build"]["local"]["push"] is True
+    assert "activation" not in profiles["remote"], "pushing must be an explicit choice"
+    values = yaml.safe_load((REPO / "charts" / "kubetrain" / "values.yaml").read_text())
+    for patch in local["patches"] + profiles["remote"]["patches"]:
+        if patch["path"].endswith("/setValues"):
+            for key in patch["value"]:
+                node: Any = values
+                for part in key.split("."):
+                    assert part in node, f"profile sets unknown chart value {key}"
+                    node = node[part]
