@@ -97,7 +97,7 @@ def test_upload_to_served_prediction(flow: Flow) -> None:
     assert flow.training_jobs() == [f"{flow.cfg.watch}-train-1"]
 
     # 2. Exactly 200 changes: nothing. The 201st: a retrain.
-    flow.mutate("3", 200, seed=7)
+    assert len(flow.mutate("3", 200, seed=7)) == 200
     flow.wait("200 changes counted on label 3", lambda: _label_changes(flow, "3") == 200, 120)
     time.sleep(15)  # debounce 3s + cooldown 5s + a resync margin: a Job would exist by now
     assert flow.training_jobs() == [f"{flow.cfg.watch}-train-1"]
@@ -105,20 +105,8 @@ def test_upload_to_served_prediction(flow: Flow) -> None:
 
     png = held[0][1]
     with Poller(flow, png) as poller:
-        added = flow._run(
-            [
-                str(flow.venv_bin / "kubetrain-data"),
-                "mutate",
-                f"s3://{flow.cfg.bucket}/{flow.cfg.prefix}",
-                "--label",
-                "3",
-                "--add",
-                "1",
-                "--seed",
-                "8",
-            ]
-        )
-        assert added
+        added = flow.mutate("3", 1, seed=8, action="add")
+        assert len(added) == 1
         second_job = f"{flow.cfg.watch}-train-2"
         flow.wait("the retrain Job", lambda: second_job in flow.training_jobs(), 180)
 

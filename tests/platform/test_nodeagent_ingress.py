@@ -3,7 +3,6 @@ update of a Deployment with a client polling through the Ingress the whole time.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import urllib.error
@@ -18,7 +17,6 @@ from .test_nodeagent_pods import (
     Agent,
     agent_fixture,  # noqa: F401  (the `agent` fixture)
     pod_spec,
-    running_agent,
     wait_for,
 )
 
@@ -177,40 +175,114 @@ def test_round_robin_and_rollout_without_failed_requests(
     assert versions[0] == "v1" and versions[-1] == "v2"
 
 
-def test_loopback_pod_ips_route_by_selector(
-    platform: Any, kube: client.ApiClient, namespace: str, tmp_path: Path
+def test_endpointslices_refuse_loopback_so_the_ingress_reads_pods(
+    kube: client.ApiClient, namespace: str, agent: Agent
 ) -> None:
-    """With loopback pod IPs the API refuses them in EndpointSlices; the agent's ingress
-    then resolves the Service selector against Ready pods itself."""
+    """Why the ingress does not use EndpointSlices, and what it does instead: the API
+    refuses loopback addresses in EndpointSlices; the ingress routes a numeric targetPort
+    and a defaultBackend to the Ready loopback pod; a Ready pod whose IP is not loopback
+    (a fake one written into its status, TEST-NET-1, never contacted) is refused."""
     core, apps, net = client.CoreV1Api(kube), client.AppsV1Api(kube), client.NetworkingV1Api(kube)
-    cidr = f"127.0.{random.randint(100, 250)}.0/24"
-    with running_agent(platform.kubeconfig, namespace, tmp_path, pod_cidr=cidr) as agent:
-        d = deployment(agent, "v1")
-        d["spec"]["replicas"] = 1
-        apps.create_namespaced_deployment(namespace, d)
-        core.create_namespaced_service(
+    disc = client.DiscoveryV1Api(kube)
+    with pytest.raises(client.ApiException) as refused:
+        disc.create_namespaced_endpoint_slice(
             namespace,
             {
-                "metadata": {"name": "srv"},
-                "spec": {"selector": {"app": "srv"}, "ports": [{"port": 80, "targetPort": 8000}]},
+                "metadata": {"name": "manual"},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["127.0.0.2"]}],
+                "ports": [{"name": "", "port": 8000}],
             },
         )
-        net.create_namespaced_ingress(
-            namespace,
-            {
-                "metadata": {"name": "srv"},
-                "spec": {
-                    "defaultBackend": {"service": {"name": "srv", "port": {"number": 80}}},
-                },
+    assert refused.value.status == 422
+    assert "may not be in the loopback range" in str(refused.value.body)
+
+    d = deployment(agent, "v1")
+    d["spec"]["replicas"] = 1
+    apps.create_namespaced_deployment(namespace, d)
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "srv"},
+            "spec": {"selector": {"app": "srv"}, "ports": [{"port": 80, "targetPort": 8000}]},
+        },
+    )
+    net.create_namespaced_ingress(
+        namespace,
+        {
+            "metadata": {"name": "srv"},
+            "spec": {"defaultBackend": {"service": {"name": "srv", "port": {"number": 80}}}},
+        },
+    )
+    url = f"http://127.0.0.1:{agent.ingress_port}/anything"
+
+    def answered() -> str | None:
+        status, body = get(url, f"srv.{namespace}.local")
+        return body if status == 200 else None
+
+    body = wait_for("the ingress to route to the loopback pod", answered, agent=agent)
+    assert body.startswith("v1 srv-")
+    [pod] = core.list_namespaced_pod(namespace, label_selector="app=srv").items
+    assert agent.owns_ip(pod.status.pod_ip), (pod.status.pod_ip, agent.pod_cidr)
+
+    # A pod bound to a node no agent runs, marked Ready with a non-loopback IP by hand.
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "fake", "labels": {"app": "fake"}},
+            "spec": {
+                "nodeName": f"{agent.node}-absent",
+                "containers": [{"name": "c", "image": "x", "command": ["true"]}],
             },
-        )
-        url = f"http://127.0.0.1:{agent.ingress_port}/anything"
+        },
+    )
+    core.patch_namespaced_pod_status(
+        "fake",
+        namespace,
+        {
+            "status": {
+                "phase": "Running",
+                "podIP": "192.0.2.7",
+                "podIPs": [{"ip": "192.0.2.7"}],
+                "conditions": [{"type": "Ready", "status": "True"}],
+            }
+        },
+    )
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "fake"},
+            "spec": {"selector": {"app": "fake"}, "ports": [{"port": 80}]},
+        },
+    )
+    net.create_namespaced_ingress(
+        namespace,
+        {
+            "metadata": {"name": "fake"},
+            "spec": {
+                "rules": [
+                    {
+                        "host": "fake.local",
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {
+                                        "service": {"name": "fake", "port": {"number": 80}}
+                                    },
+                                }
+                            ]
+                        },
+                    }
+                ]
+            },
+        },
+    )
 
-        def answered() -> str | None:
-            status, body = get(url, f"srv.{namespace}.local")
-            return body if status == 200 else None
+    def refused_fake() -> str | None:
+        status, body = get(url, "fake.local")
+        return body if status == 503 and "192.0.2.7" in body else None
 
-        body = wait_for("the ingress to route to the loopback pod", answered, agent=agent)
-        assert body.startswith("v1 srv-")
-        [pod] = core.list_namespaced_pod(namespace, label_selector="app=srv").items
-        assert pod.status.pod_ip.startswith(cidr.rsplit(".", 2)[0])
+    body = wait_for("the ingress to refuse the non-loopback pod", refused_fake, agent=agent)
+    assert "not loopback addresses and this ingress only connects to 127.0.0.0/8" in body

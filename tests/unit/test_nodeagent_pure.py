@@ -52,7 +52,7 @@ def resolve(p: Obj, container: Obj, **kw: Any) -> dict[str, str]:
     args: dict[str, Any] = {
         "configmaps": {},
         "secrets": {},
-        "pod_ip": "10.244.0.7",
+        "pod_ip": "127.0.0.7",
         "host_ip": "127.0.0.1",
         "node_name": "n1",
         "node_allocatable": {"cpu": "2", "memory": "8Gi"},
@@ -102,7 +102,7 @@ def test_resolve_env_all_sources() -> None:
     assert env["PLAIN"] == "v-s3cret"
     assert env["KEY"] == "s3cret"
     assert env["CFG"] == "fast"
-    assert env["IP"] == "10.244.0.7"
+    assert env["IP"] == "127.0.0.7"
     assert (env["NAME"], env["NS"], env["NODE"], env["APP"]) == ("p1", "ns1", "n1", "web")
     assert env["CPU"] == env["CPU0"] == "2"  # 1.5 cores rounded up
     assert env["MEM_MI"] == str(8 * 1024)  # no memory limit: node allocatable
@@ -150,9 +150,9 @@ def test_command_line_needs_command_and_expands() -> None:
         podspec.command_line({"name": "c", "args": ["x"]}, {})
     argv = podspec.command_line(
         {"name": "c", "command": ["python", "-m", "http.server"], "args": ["--bind", "$(POD_IP)"]},
-        {"POD_IP": "10.244.0.9"},
+        {"POD_IP": "127.0.0.9"},
     )
-    assert argv == ["python", "-m", "http.server", "--bind", "10.244.0.9"]
+    assert argv == ["python", "-m", "http.server", "--bind", "127.0.0.9"]
 
 
 def test_path_map_rewrites_mounted_paths_only() -> None:
@@ -235,7 +235,7 @@ def test_pod_phase_with_init_containers() -> None:
 def test_pod_status_conditions_and_transition_times() -> None:
     view = PodView(
         restart_policy="Always",
-        pod_ip="10.244.0.3",
+        pod_ip="127.0.0.3",
         host_ip="127.0.0.1",
         start_time="t0",
         sandbox_ready=True,
@@ -244,7 +244,7 @@ def test_pod_status_conditions_and_transition_times() -> None:
     st = status.pod_status(view, [], [c])
     conds = {x["type"]: x for x in st["conditions"]}
     assert st["phase"] == "Running"
-    assert st["podIP"] == "10.244.0.3" and st["podIPs"] == [{"ip": "10.244.0.3"}]
+    assert st["podIP"] == "127.0.0.3" and st["podIPs"] == [{"ip": "127.0.0.3"}]
     assert conds["Ready"]["status"] == "False"
     assert conds["Ready"]["message"] == "containers with unready status: [web]"
     assert st["containerStatuses"][0]["state"] == {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
@@ -450,54 +450,127 @@ def test_default_backend_and_no_match() -> None:
     assert routing.match(routing.build_routes([]), "h", "/") is None
 
 
-def test_endpoint_resolution_from_slices_and_pods() -> None:
-    service = {
-        "metadata": {"name": "web", "namespace": "ns"},
+SERVICE: Obj = {
+    "metadata": {"name": "web", "namespace": "ns"},
+    "spec": {
+        "selector": {"app": "web"},
+        "ports": [
+            {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+            {"name": "raw", "port": 81, "targetPort": 9000},
+            {"name": "same", "port": 82},
+            {"name": "udp", "port": 83, "targetPort": "http", "protocol": "UDP"},
+        ],
+    },
+}
+
+
+def ep_pod(ip: str, ready: str = "True", **over: Any) -> Obj:
+    """A pod as the agent writes it: bound, Running, podIP(s), Ready condition."""
+    p: Obj = {
+        "metadata": {"name": f"p-{ip}", "namespace": "ns", "labels": {"app": "web", "x": "1"}},
         "spec": {
-            "selector": {"app": "web"},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            "nodeName": "n1",
+            "containers": [{"ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]}],
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "conditions": [{"type": "Ready", "status": ready}],
         },
     }
-    assert routing.service_port_name(service, 80) == ("http", "")
-    assert routing.service_port_name(service, "http") == ("http", "")
-    assert routing.service_port_name(service, 81)[0] is None
-    assert routing.service_port_name(None, 80) == (None, "service not found")
-    slices = {
-        "ns/web-1": {
-            "metadata": {
-                "name": "web-1",
-                "namespace": "ns",
-                "labels": {"kubernetes.io/service-name": "web"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8000}],
-            "endpoints": [
-                {"addresses": ["10.244.0.2"], "conditions": {"ready": True}},
-                {"addresses": ["10.244.0.3"], "conditions": {"ready": False}},
-                {"addresses": ["10.244.0.4"], "conditions": {}},
-            ],
-        },
-        "ns/other": {
-            "metadata": {
-                "name": "other",
-                "namespace": "ns",
-                "labels": {"kubernetes.io/service-name": "x"},
-            }
-        },
+    for key, value in over.items():
+        section, field = key.split("__")
+        if value is None:
+            p[section].pop(field, None)
+        else:
+            p[section][field] = value
+    return p
+
+
+def port_of(service: Obj, port: int | str) -> Obj:
+    found, why = routing.service_port(service, port)
+    assert found is not None, why
+    return found
+
+
+def test_service_port_lookup_and_source_problems() -> None:
+    assert port_of(SERVICE, 80)["name"] == "http"
+    assert port_of(SERVICE, "raw")["port"] == 81
+    assert routing.service_port(SERVICE, 99) == (None, "service has no port 99")
+    assert routing.service_port(SERVICE, "nope") == (None, "service has no port 'nope'")
+    assert routing.service_port(None, 80) == (None, "service not found")
+    assert routing.endpoint_source_problem(SERVICE) == ""
+    ext = {
+        "metadata": {"namespace": "ns"},
+        "spec": {"type": "ExternalName", "selector": {"a": "b"}},
     }
-    eps = routing.ready_endpoints(routing.slices_for(slices, "ns", "web"), "http")
-    assert eps == [("10.244.0.2", 8000), ("10.244.0.4", 8000)]
+    assert "ExternalName" in routing.endpoint_source_problem(ext)
+    bare = {"metadata": {"namespace": "ns"}, "spec": {"ports": [{"port": 80}]}}
+    assert "no selector" in routing.endpoint_source_problem(bare)
+    assert routing.pod_endpoints(ext, {"port": 80}, [ep_pod("127.0.0.2")]) == []
+    assert routing.pod_endpoints(bare, {"port": 80}, [ep_pod("127.0.0.2")]) == []
 
-    def p(ip: str, ready: str, labels: Obj | None = None) -> Obj:
-        return {
-            "metadata": {"namespace": "ns", "labels": labels or {"app": "web"}},
-            "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8000}]}]},
-            "status": {
-                "phase": "Running",
-                "podIP": ip,
-                "conditions": [{"type": "Ready", "status": ready}],
-            },
-        }
 
-    pods = [p("127.0.0.2", "True"), p("127.0.0.3", "False"), p("127.0.0.4", "True", {"app": "x"})]
-    assert routing.pod_endpoints(service, 80, pods) == [("127.0.0.2", 8000)]
+def test_pod_endpoints_match_the_endpointslice_controller() -> None:
+    http = port_of(SERVICE, 80)
+    pods = [
+        ep_pod("127.0.0.2"),
+        ep_pod("127.0.0.3", "False"),  # not Ready
+        ep_pod("127.0.0.4", metadata__labels={"app": "other"}),  # selector mismatch
+        ep_pod("127.0.0.5", metadata__namespace="ns2"),  # other namespace
+        ep_pod("127.0.0.6", metadata__deletionTimestamp="2026-01-01T00:00:00Z"),  # terminating
+        ep_pod("127.0.0.7", status__phase="Succeeded"),  # terminal
+        ep_pod("127.0.0.8", spec__nodeName=None),  # not bound to a node
+        ep_pod("127.0.0.9", status__phase="Pending"),  # Ready and with an IP: published
+        ep_pod("127.0.0.10", status__conditions=None),  # no conditions: not ready
+    ]
+    no_ip = ep_pod("127.0.0.11")
+    no_ip["status"].pop("podIP")
+    no_ip["status"].pop("podIPs")
+    pods.append(no_ip)
+    assert routing.pod_endpoints(SERVICE, http, pods) == [
+        ("127.0.0.2", 8000),
+        ("127.0.0.9", 8000),
+    ]
+    # Numeric targetPort is used as is; an unset one means the Service port.
+    assert routing.pod_endpoints(SERVICE, port_of(SERVICE, 81), pods[:1]) == [("127.0.0.2", 9000)]
+    assert routing.pod_endpoints(SERVICE, port_of(SERVICE, 82), pods[:1]) == [("127.0.0.2", 82)]
+    # A named targetPort needs a container port of that name AND the Service's protocol.
+    assert routing.pod_endpoints(SERVICE, port_of(SERVICE, 83), pods[:1]) == []
+    unnamed = ep_pod("127.0.0.12", spec__containers=[{"ports": [{"containerPort": 8000}]}])
+    assert routing.pod_endpoints(SERVICE, http, [unnamed]) == []
+    # ... found in a sidecar (restartPolicy Always) init container, not in a plain one.
+    init_port = [{"ports": [{"name": "http", "containerPort": 7000}]}]
+    plain = ep_pod("127.0.0.13", spec__containers=[], spec__initContainers=init_port)
+    sidecar = ep_pod(
+        "127.0.0.14",
+        spec__containers=[],
+        spec__initContainers=[{**init_port[0], "restartPolicy": "Always"}],
+    )
+    assert routing.pod_endpoints(SERVICE, http, [plain, sidecar]) == [("127.0.0.14", 7000)]
+    # podIPs is what the controller reads; podIP is the fallback; IPv6 is not IPv4.
+    dual = ep_pod("127.0.0.15", status__podIPs=[{"ip": "127.0.0.15"}, {"ip": "::1"}])
+    legacy = ep_pod("127.0.0.16", status__podIPs=None)
+    assert routing.pod_endpoints(SERVICE, http, [dual, legacy]) == [
+        ("127.0.0.15", 8000),
+        ("127.0.0.16", 8000),
+    ]
+    # publishNotReadyAddresses: not-ready, terminating and unbound pods count as ready too.
+    pna = {**SERVICE, "spec": {**SERVICE["spec"], "publishNotReadyAddresses": True}}
+    assert routing.pod_endpoints(pna, http, pods) == [
+        ("127.0.0.10", 8000),
+        ("127.0.0.2", 8000),
+        ("127.0.0.3", 8000),
+        ("127.0.0.6", 8000),
+        ("127.0.0.8", 8000),
+        ("127.0.0.9", 8000),
+    ]
+
+
+def test_ingress_targets_loopback_endpoints_only() -> None:
+    keep, refused = routing.split_loopback(
+        [("127.0.0.2", 80), ("192.0.2.10", 80), ("127.255.0.3", 81), ("10.244.0.5", 80)]
+    )
+    assert keep == [("127.0.0.2", 80), ("127.255.0.3", 81)]
+    assert refused == ["192.0.2.10", "10.244.0.5"]

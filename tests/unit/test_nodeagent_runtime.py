@@ -14,7 +14,7 @@ import aiohttp
 import psutil
 import pytest
 from aiohttp import web
-from kubetrain_nodeagent import cli, podnet, probes, runtime, settings, volumes
+from kubetrain_nodeagent import cli, pod, podnet, probes, runtime, settings, volumes
 
 ENV = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
 
@@ -153,6 +153,19 @@ def test_probes_http_tcp_exec(tmp_path: Path) -> None:
                 ok_, msg = await probes.run_probe({"httpGet": {"port": "nope"}}, **kw)
                 assert not ok_ and "not a named port" in msg
                 assert not (await probes.run_probe({"grpc": {"port": 1}}, **kw))[0]
+                # Only loopback targets: an explicit non-loopback host is refused, not dialled.
+                for handler in ("httpGet", "tcpSocket"):
+                    ok_, msg = await probes.run_probe(
+                        {handler: {"host": "192.0.2.1", "port": port}}, **kw
+                    )
+                    assert not ok_ and "'192.0.2.1' is not a loopback address" in msg
+                ok_, msg = await probes.run_probe(
+                    {"httpGet": {"host": "example.com", "port": port}}, **kw
+                )
+                assert not ok_ and "not a loopback address" in msg
+                assert await probes.run_probe(
+                    {"httpGet": {"host": "localhost", "path": "/ok", "port": port}}, **kw
+                ) == (True, "")
         finally:
             await runner.cleanup()
 
@@ -200,26 +213,63 @@ def test_token_refresh_schedule() -> None:
     assert volumes.next_refresh([], 0.0) is None
 
 
-def test_podnet_loopback_and_local_checks() -> None:
-    assert podnet.is_loopback_range("127.0.0.0/24")
-    assert not podnet.is_loopback_range("10.244.0.0/24")
+def test_podnet_ranges_are_loopback_only() -> None:
+    assert podnet.resolve("auto") == "127.0.0.0/24"
+    assert podnet.resolve("127.0.77.0/24") == "127.0.77.0/24"
+    assert podnet.resolve("127.3.0.9/16") == "127.3.0.0/16"  # host bits are dropped
     assert podnet.is_local("127.0.0.9")
     assert not podnet.is_local("203.0.113.254")  # TEST-NET-3: never local here
-    assert podnet.prepare("127.0.0.0/24") == ("127.0.0.0/24", False)
-    # TEST-NET-2 is never local here; without route permission that is a clear error.
-    with pytest.raises(podnet.PodNetworkError, match=r"198\.51\.100\.0/24 is not local"):
-        podnet.prepare("198.51.100.0/24", allow_route=False)
+    for cidr in ("10.244.0.0/24", "192.168.1.0/24", "8.8.8.0/24", "126.255.255.0/24"):
+        with pytest.raises(podnet.PodNetworkError, match=r"must lie inside 127\.0\.0\.0/8"):
+            podnet.resolve(cidr)
+    with pytest.raises(podnet.PodNetworkError, match="may only send traffic to loopback"):
+        podnet.check_range("10.244.0.0/24")
+    with pytest.raises(podnet.PodNetworkError, match="must lie inside"):
+        podnet.check_range("::1/128")
+    with pytest.raises(podnet.PodNetworkError, match="between /16 and /30"):
+        podnet.check_range("127.0.0.0/8")
+    with pytest.raises(podnet.PodNetworkError, match="between /16 and /30"):
+        podnet.check_range("127.0.0.4/31")
+    with pytest.raises(podnet.PodNetworkError, match="not a CIDR range"):
+        podnet.check_range("127.0.0.0/24x")
+    # The route-adding code path is gone for good.
+    assert not hasattr(podnet, "add_local_route") and not hasattr(podnet, "prepare")
+
+
+def test_ip_allocator_never_hands_out_host_addresses() -> None:
+    async def main() -> None:
+        ips = pod.IPAllocator(podnet.resolve("auto"), "127.0.0.1", None)
+        got = [await ips.allocate(f"uid-{i}") for i in range(253)]
+        assert got[:2] == ["127.0.0.2", "127.0.0.3"] and got[-1] == "127.0.0.254"
+        assert len(set(got)) == 253
+        assert not {"127.0.0.0", "127.0.0.1", "127.0.0.255"} & set(got)
+        with pytest.raises(volumes.VolumeError, match="no free pod IP left"):
+            await ips.allocate("one-too-many")
+        assert await ips.allocate("uid-7") == got[7]  # a pod keeps its IP
+        ips.release("uid-7")
+        assert await ips.allocate("new") == got[7]  # the only free one
+        # A range elsewhere in 127/8 still never contains 127.0.0.1; the host IP is skipped.
+        other = pod.IPAllocator("127.0.9.0/30", "127.0.9.1", None)
+        assert [await other.allocate("a")] == ["127.0.9.2"]
+        with pytest.raises(volumes.VolumeError):
+            await other.allocate("b")
+
+    run(main())
 
 
 def test_settings_validation(tmp_path: Path) -> None:
-    settings.AgentSettings(pod_cidr="10.244.3.0/24").validate()
+    settings.AgentSettings(pod_cidr="127.0.3.0/24").validate()
     settings.AgentSettings(pod_cidr="auto").validate()
-    with pytest.raises(ValueError, match="private or loopback"):
+    with pytest.raises(ValueError, match=r"must lie inside 127\.0\.0\.0/8"):
+        settings.AgentSettings(pod_cidr="10.244.3.0/24").validate()
+    with pytest.raises(ValueError, match=r"must lie inside 127\.0\.0\.0/8"):
         settings.AgentSettings(pod_cidr="8.8.8.0/24").validate()
     with pytest.raises(ValueError, match="between /16 and /30"):
-        settings.AgentSettings(pod_cidr="10.0.0.0/8").validate()
+        settings.AgentSettings(pod_cidr="127.0.0.0/8").validate()
     with pytest.raises(ValueError, match="venv-bin"):
         settings.AgentSettings(venv_bin=str(tmp_path / "nope")).validate()
+    assert not hasattr(settings.AgentSettings(), "manage_routes")
+    assert not hasattr(settings.IngressSettings(), "endpoints_from_pods")
 
 
 def test_cli_help_and_errors(
@@ -245,3 +295,14 @@ def test_cli_help_and_errors(
     env.write_text(f"export KUBECONFIG={kc}\n")
     monkeypatch.setenv("KUBETRAIN_PLATFORM_ENV", str(env))
     assert cli.resolve_kubeconfig(None) == str(kc)
+    # A non-loopback pod range is refused before anything starts, with the reason.
+    capsys.readouterr()
+    assert cli.main(["run", "--kubeconfig", str(kc), "--pod-cidr", "10.244.0.0/24"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --pod-cidr '10.244.0.0/24' must lie inside 127.0.0.0/8" in err
+    assert "loopback" in err
+    for gone in (["run", "--no-pod-routes"], ["ingress", "--endpoints-from-pods"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main([*gone, "--kubeconfig", str(kc)])
+        assert exc.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err

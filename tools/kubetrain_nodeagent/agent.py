@@ -121,14 +121,14 @@ class NodeAgent:
     # ---------------------------------------------------------------- run
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
+        # Before anything is created: a bad range is a clean startup error (cli reports it).
+        self.pod_cidr = podnet.resolve(s.pod_cidr)
         s.node_dir.mkdir(parents=True, exist_ok=True)
         session = aiohttp.ClientSession()
         events = EventRecorder(self.kube, s.node_name)
         ingress = None
         heartbeat_stop = asyncio.Event()
-        added_route = False
         try:
-            self.pod_cidr, added_route = podnet.prepare(s.pod_cidr, allow_route=s.manage_routes)
             self.registrar.pod_cidr = self.pod_cidr
             await self.registrar.register()
             self.ctx = NodeContext(
@@ -184,8 +184,6 @@ class NodeAgent:
                 if s.namespaces and not isettings.namespaces:
                     # An agent scoped to namespaces serves only their Ingresses.
                     isettings = dataclasses.replace(isettings, namespaces=s.namespaces)
-                if podnet.is_loopback_range(self.pod_cidr) and not isettings.endpoints_from_pods:
-                    isettings = dataclasses.replace(isettings, endpoints_from_pods=True)
                 ingress = IngressProxy(isettings, self.kube)
                 await ingress.start()
             log.info(
@@ -213,8 +211,6 @@ class NodeAgent:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await session.close()
-            if added_route:
-                podnet.remove_local_route(self.pod_cidr)
             log.info("node agent %s stopped", s.node_name)
 
     async def _wait_synced(self, informers: list[Informer], stop: asyncio.Event) -> None:

@@ -93,13 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--pod-cidr",
         default="auto",
-        help="pod IP range: 'auto' (10.244.0.0/24 made local on lo, else 127.0.0.0/24), "
-        "or a private/loopback CIDR (default auto; see docs/nodeagent.md)",
-    )
-    run.add_argument(
-        "--no-pod-routes",
-        action="store_true",
-        help="never add `ip route local <pod-cidr> dev lo` (the range must already be local)",
+        help="pod IP range, loopback only: 'auto' (127.0.0.0/24) or a /16../30 inside "
+        "127.0.0.0/8, e.g. 127.0.5.0/24 (default auto; see docs/nodeagent.md)",
     )
     run.add_argument("--cpu", default=AgentSettings().cpu, help="allocatable cpu (default: cores)")
     run.add_argument(
@@ -163,12 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument(
         "--namespace", action="append", default=[], help="serve only this namespace (repeatable)"
     )
-    ing.add_argument(
-        "--endpoints-from-pods",
-        action="store_true",
-        help="if a Service's EndpointSlices have no ready endpoint, use its Ready pods "
-        "(needed when pods have loopback IPs)",
-    )
     return parser
 
 
@@ -201,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
             ingress_class=args.__dict__["class"],
             namespaces=tuple(args.namespace),
             upstream_timeout=args.timeout,
-            endpoints_from_pods=args.endpoints_from_pods,
         )
         kube = Kube(kubeconfig, api_workers=2)
         from .ingress import serve
@@ -224,7 +212,6 @@ def main(argv: list[str] | None = None) -> int:
         kubeconfig=kubeconfig,
         state_dir=Path(args.state_dir).resolve(),
         pod_cidr=args.pod_cidr,
-        manage_routes=not args.no_pod_routes,
         cpu=args.cpu,
         memory=args.memory,
         max_pods=args.max_pods,
@@ -246,10 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from .agent import NodeAgent
+    from .podnet import PodNetworkError
 
     kube = Kube(kubeconfig, api_workers=settings.api_workers)
     try:
         return _run(lambda stop: NodeAgent(settings, kube).run(stop))
+    except PodNetworkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         kube.close()
 

@@ -1,22 +1,30 @@
 """The local ingress: an aiohttp reverse proxy driven by Ingress objects.
 
-Three informers (Ingresses, Services, EndpointSlices — all namespaces, or the given ones)
-keep an in-memory view; routes are rebuilt when an Ingress changes. For each request:
+Three informers (Ingresses, Services, non-terminal Pods — all namespaces, or the given
+ones) keep an in-memory view; routes are rebuilt when an Ingress changes. For each request:
 
 1. `routing.match` picks the rule by host and path (exact host > wildcard > any; longest
    path; Exact beats Prefix), falling back to an Ingress's defaultBackend;
-2. the backend Service port (number or name) is resolved to the EndpointSlice port of
-   the same name, and the ready endpoint addresses are taken;
+2. the backend Service port (number or name) is looked up, and its ready endpoints are
+   computed from the Service's selector and the pods (`routing.pod_endpoints`), exactly
+   as the EndpointSlice controller would publish them (pod Ready condition, not
+   terminating, targetPort by number or by container port name);
 3. the request goes to the next endpoint in round-robin order. A connection failure
    (nothing was sent yet) moves on to the next endpoint, up to 3, so a pod that has just
    stopped does not fail requests during a rollout.
 
+Why not EndpointSlices: pod IPs are loopback addresses (servers and tests on this machine
+may only send traffic to 127.0.0.0/8, see podnet.py), and the apiserver rejects loopback
+addresses in EndpointSlices, so the real controller cannot publish these endpoints. For the
+same rule the proxy connects only to loopback endpoints: a non-loopback pod IP (say, a fake
+one a test wrote into a pod's status) is refused with a 503 naming it, never contacted.
+
 Answers when there is nothing to route to are explicit: 404 "no Ingress rule matches",
-503 "no ready endpoints for service ...", 502 when every endpoint refused the
-connection, 504 on an upstream timeout. Request bodies are read in full (bounded by
-`max_body`) so that a retry can resend them; responses are passed back unmodified apart
-from hop-by-hop headers. The proxy starts listening only after the first full list of
-all three collections, so a listening port means the routes are loaded.
+503 "no ready endpoints for service ..." (or the reason the Service has none), 502 when
+every endpoint refused the connection, 504 on an upstream timeout. Request bodies are read
+in full (bounded by `max_body`) so that a retry can resend them; responses are passed back
+unmodified apart from hop-by-hop headers. The proxy starts listening only after the first
+full list of all three collections, so a listening port means the routes are loaded.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -36,11 +45,11 @@ from .kube import Informer, Kube
 from .routing import (
     Route,
     build_routes,
+    endpoint_source_problem,
     match,
     pod_endpoints,
-    ready_endpoints,
-    service_port_name,
-    slices_for,
+    service_port,
+    split_loopback,
 )
 from .settings import IngressSettings
 
@@ -59,6 +68,8 @@ HOP_BY_HOP = {
     "content-length",
 }
 MAX_ATTEMPTS = 3
+# Finished pods are never endpoints; leaving them out keeps the pod store small.
+LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 
 
 class IngressProxy:
@@ -70,7 +81,6 @@ class IngressProxy:
         self.informers: dict[str, list[Informer]] = {
             "ingress": [],
             "service": [],
-            "slice": [],
             "pod": [],
         }
         self._routes: list[Route] | None = None
@@ -81,23 +91,24 @@ class IngressProxy:
 
     # ---------------------------------------------------------------- state
     def _collections(self) -> None:
-        n, d, c = self.kube.networking, self.kube.discovery, self.kube.core
+        n, c = self.kube.networking, self.kube.core
         specs = {
             "ingress": (n.list_ingress_for_all_namespaces, n.list_namespaced_ingress),
             "service": (c.list_service_for_all_namespaces, c.list_namespaced_service),
-            "slice": (d.list_endpoint_slice_for_all_namespaces, d.list_namespaced_endpoint_slice),
+            "pod": (c.list_pod_for_all_namespaces, c.list_namespaced_pod),
         }
-        if self.settings.endpoints_from_pods:
-            specs["pod"] = (c.list_pod_for_all_namespaces, c.list_namespaced_pod)
         for kind, (all_fn, ns_fn) in specs.items():
             handler = self._ingress_changed if kind == "ingress" else None
+            extra: dict[str, Any] = {"field_selector": LIVE_PODS} if kind == "pod" else {}
             if self.settings.namespaces:
                 for ns in self.settings.namespaces:
                     self.informers[kind].append(
-                        Informer(f"{kind}-{ns}", self.kube, ns_fn, ns, handler=handler)
+                        Informer(f"{kind}-{ns}", self.kube, ns_fn, ns, handler=handler, **extra)
                     )
             else:
-                self.informers[kind].append(Informer(kind, self.kube, all_fn, handler=handler))
+                self.informers[kind].append(
+                    Informer(kind, self.kube, all_fn, handler=handler, **extra)
+                )
 
     def _ingress_changed(self, _etype: str, _obj: Obj) -> None:
         self._routes = None
@@ -107,6 +118,11 @@ class IngressProxy:
         for inf in self.informers[kind]:
             out.update(inf.store)
         return out
+
+    def _pods(self) -> Iterator[Obj]:
+        # No copy: iterated synchronously on the loop, where the stores are updated.
+        for inf in self.informers["pod"]:
+            yield from inf.store.values()
 
     @property
     def routes(self) -> list[Route]:
@@ -167,15 +183,20 @@ class IngressProxy:
             return self._text(404, f"no Ingress rule matches host {host!r} path {path!r}")
         backend = f"service {route.namespace}/{route.service} port {route.port} (ingress {route.namespace}/{route.ingress})"
         service = self._store("service").get(f"{route.namespace}/{route.service}")
-        port_name, why = service_port_name(service, route.port)
-        if port_name is None:
+        svc_port, why = service_port(service, route.port)
+        if service is None or svc_port is None:
             return self._text(503, f"{backend}: {why}")
-        endpoints = ready_endpoints(
-            slices_for(self._store("slice"), route.namespace, route.service), port_name
-        )
-        if not endpoints and self.settings.endpoints_from_pods:
-            endpoints = pod_endpoints(service, route.port, self._store("pod").values())
+        why = endpoint_source_problem(service)
+        if why:
+            return self._text(503, f"{backend}: {why}")
+        endpoints, refused = split_loopback(pod_endpoints(service, svc_port, self._pods()))
         if not endpoints:
+            if refused:
+                return self._text(
+                    503,
+                    f"no ready endpoints for {backend}: pod IPs {', '.join(sorted(refused))} are "
+                    "not loopback addresses and this ingress only connects to 127.0.0.0/8",
+                )
             return self._text(503, f"no ready endpoints for {backend}")
         try:
             body = await request.read()

@@ -92,7 +92,6 @@ class Kube:
         self.core = client.CoreV1Api(self.api_client)
         self.coordination = client.CoordinationV1Api(self.api_client)
         self.networking = client.NetworkingV1Api(self.api_client)
-        self.discovery = client.DiscoveryV1Api(self.api_client)
         self.cluster = ClusterInfo(server=cfg.host, ca_file=cfg.ssl_ca_cert)
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=api_workers, thread_name_prefix="kube-api")

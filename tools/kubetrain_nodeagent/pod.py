@@ -41,6 +41,7 @@ from typing import Any
 import aiohttp
 
 from .kube import ApiError, ClusterInfo, Kube
+from .podnet import HOST_SERVICES_IP
 from .podspec import (
     ConfigError,
     PathMap,
@@ -85,7 +86,11 @@ EventFn = Callable[[Obj, str, str, str], None]
 
 
 class IPAllocator:
-    """Unique loopback pod IPs from the node's range.
+    """Unique loopback pod IPs from the node's range (see podnet.py).
+
+    Every host address of the range except the network and broadcast addresses, the
+    node's host IP and 127.0.0.1, where host services (apiserver, MinIO, MLflow, the
+    ingress) listen: in the default 127.0.0.0/24 that is 127.0.0.2-254.
 
     Local reservations prevent two pods of this node sharing an IP; a field-selector
     lookup (`status.podIP=<ip>`) skips IPs that a live pod of another agent on the same
@@ -95,7 +100,7 @@ class IPAllocator:
 
     def __init__(self, cidr: str, host_ip: str, kube: Kube | None) -> None:
         net = ipaddress.ip_network(cidr, strict=False)
-        skip = {host_ip, "127.0.0.1"}
+        skip = {host_ip, HOST_SERVICES_IP}
         self.hosts = [str(h) for h in net.hosts() if str(h) not in skip]
         self.kube = kube
         self.in_use: dict[str, str] = {}

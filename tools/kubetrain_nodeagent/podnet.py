@@ -1,45 +1,70 @@
-"""Pod IP ranges that are local to this host.
+"""Pod IP ranges: loopback only (127.0.0.0/8).
 
-Pod processes run on the host, so a pod IP must be an address the host can bind. The
-obvious candidates, 127.0.0.x, are local without any setup, but the apiserver rejects
-loopback addresses in EndpointSlices and Endpoints ("may not be in the loopback
-range"), so with loopback pod IPs the real EndpointSlice controller cannot publish any
-endpoint. The agent therefore prefers a private, non-loopback range made local with an
-"AnyIP" route (`ip route replace local <cidr> dev lo`): every address in it is bindable
-and reachable on this host only, nothing leaves the machine, and EndpointSlices accept it.
+Pod processes run on the host, so a pod IP must be an address the host can bind. On this
+machine traffic may only go to loopback addresses: servers, probes and the ingress may
+never target another range, not even a private one made local with an AnyIP route
+(`ip route ... local ... dev lo`), which is monitored and flagged. So the pod range is
+always a subnet of 127.0.0.0/8, which Linux routes to `lo` without any setup, and the
+agent never touches routes.
 
-`--pod-cidr auto` (the default) uses 10.244.0.0/24 when it is local or the agent may make
-it local (CAP_NET_ADMIN), else falls back to 127.0.0.0/24 with a warning; an explicit
-range is used as given and must be local (or be made local).
+`--pod-cidr auto` (the default) is 127.0.0.0/24; an explicit range must lie inside
+127.0.0.0/8 (IPv4, /16 to /30). The allocator (`pod.IPAllocator`) hands out every host
+address of the range except the network and broadcast addresses, 127.0.0.1 (host
+services listen there) and the node's host IP, so in `auto` pods get 127.0.0.2-254.
+
+The price: the apiserver rejects loopback addresses in EndpointSlices and Endpoints
+("may not be in the loopback range"), so the real EndpointSlice controller cannot
+publish any endpoint for these pods. The ingress therefore resolves a Service's ready
+endpoints from its selector and the Ready pods itself (see `routing.pod_endpoints`).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import logging
-import shutil
 import socket
-import subprocess
-
-log = logging.getLogger(__name__)
 
 AUTO = "auto"
-PREFERRED = "10.244.0.0/24"
-LOOPBACK = "127.0.0.0/24"
+DEFAULT_RANGE = "127.0.0.0/24"
+LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
+HOST_SERVICES_IP = "127.0.0.1"
+MIN_PREFIX, MAX_PREFIX = 16, 30
 
 
-class PodNetworkError(Exception):
-    """The pod range cannot be used; the message says how to fix it."""
+class PodNetworkError(ValueError):
+    """The pod range cannot be used; the message says why and what to pass instead."""
 
 
-def is_loopback_range(cidr: str) -> bool:
-    return ipaddress.ip_network(cidr, strict=False).is_loopback
+def check_range(cidr: str) -> ipaddress.IPv4Network:
+    """The range as a network if it is an allowed pod range, else PodNetworkError."""
+    try:
+        net = ipaddress.ip_network(cidr, strict=False)
+    except ValueError as exc:
+        raise PodNetworkError(f"--pod-cidr {cidr!r} is not a CIDR range: {exc}") from exc
+    if not isinstance(net, ipaddress.IPv4Network) or not net.subnet_of(LOOPBACK_NET):
+        raise PodNetworkError(
+            f"--pod-cidr {cidr!r} must lie inside 127.0.0.0/8: on this machine servers and "
+            "tests may only send traffic to loopback addresses, so pod IPs (which probes and "
+            "the ingress connect to) must be loopback; use e.g. 127.0.5.0/24 or 'auto' "
+            f"({DEFAULT_RANGE})"
+        )
+    if not MIN_PREFIX <= net.prefixlen <= MAX_PREFIX:
+        raise PodNetworkError(
+            f"--pod-cidr {cidr!r} must be between /{MIN_PREFIX} and /{MAX_PREFIX}"
+        )
+    return net
 
 
-def probe_address(cidr: str) -> str:
-    """An address of the range to test bindability with (the last usable one)."""
-    net = ipaddress.ip_network(cidr, strict=False)
-    return str(net.broadcast_address - 1)
+def resolve(cidr: str) -> str:
+    """`auto` -> the default range; any range is checked (`check_range`) and must be
+    bindable here (a sanity check: Linux makes all of 127.0.0.0/8 local)."""
+    net = check_range(DEFAULT_RANGE if cidr == AUTO else cidr)
+    probe = str(net.broadcast_address - 1)
+    if not is_local(probe):
+        raise PodNetworkError(
+            f"pod range {net} is not bindable on this host ({probe} gives EADDRNOTAVAIL); "
+            "is the loopback interface up?"
+        )
+    return str(net)
 
 
 def is_local(ip: str) -> bool:
@@ -52,60 +77,3 @@ def is_local(ip: str) -> bool:
         return False
     finally:
         s.close()
-
-
-def _ip(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("ip") or "/usr/sbin/ip"
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=10, check=False)
-
-
-def add_local_route(cidr: str) -> None:
-    """`ip route replace local <cidr> dev lo`; PodNetworkError with the fix on failure."""
-    try:
-        res = _ip("route", "replace", "local", cidr, "dev", "lo")
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise PodNetworkError(f"cannot run `ip route`: {exc}") from exc
-    if res.returncode != 0:
-        raise PodNetworkError(
-            f"pod range {cidr} is not local and `ip route replace local {cidr} dev lo` failed: "
-            f"{res.stderr.strip() or res.returncode}. Run it once as root, or pass "
-            f"--pod-cidr {LOOPBACK} (loopback pod IPs: EndpointSlices stay empty, the ingress "
-            "then routes by Service selector)"
-        )
-
-
-def remove_local_route(cidr: str) -> None:
-    try:
-        res = _ip("route", "del", "local", cidr, "dev", "lo")
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("could not remove the local route for %s: %s", cidr, exc)
-        return
-    if res.returncode != 0:
-        log.warning("could not remove the local route for %s: %s", cidr, res.stderr.strip())
-
-
-def prepare(cidr: str, *, allow_route: bool = True) -> tuple[str, bool]:
-    """Resolve `auto` and make the range local. Returns (cidr, whether we added a route)."""
-    if cidr == AUTO:
-        try:
-            return prepare(PREFERRED, allow_route=allow_route)
-        except PodNetworkError as exc:
-            log.warning(
-                "%s; using loopback pod IPs (%s): EndpointSlices cannot list them, so the "
-                "ingress resolves Services by selector",
-                exc,
-                LOOPBACK,
-            )
-            return LOOPBACK, False
-    if is_loopback_range(cidr) or is_local(probe_address(cidr)):
-        return cidr, False
-    if not allow_route:
-        raise PodNetworkError(
-            f"pod range {cidr} is not local to this host (and routes may not be added)"
-        )
-    add_local_route(cidr)
-    if not is_local(probe_address(cidr)):
-        remove_local_route(cidr)
-        raise PodNetworkError(f"pod range {cidr} is still not bindable after adding a local route")
-    log.info("made pod range %s local (ip route replace local %s dev lo)", cidr, cidr)
-    return cidr, True

@@ -5,12 +5,18 @@ defaults to the pod IP and a named port resolves through the container's ports. 
 succeeds when a connection opens. exec runs the command in the container's environment
 in its own process group and succeeds on exit 0. Each attempt is bounded by
 `timeoutSeconds` (default 1). gRPC probes are reported as failures with a clear message.
+
+httpGet/tcpSocket (probes and preStop hooks) connect only to loopback addresses: on this
+machine traffic may only go to 127.0.0.0/8, pod IPs are loopback (podnet.py), and an
+explicit `host` elsewhere fails the attempt with a message saying so instead of
+connecting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
 import subprocess
@@ -54,6 +60,23 @@ def _port(value: Any, ports: Mapping[str, int]) -> int:
     raise ValueError(f"port {value!r} is not a named port of the container")
 
 
+def _loopback_host(spec: Obj, pod_ip: str) -> str:
+    """The host to connect to (default the pod IP); ValueError unless it is loopback."""
+    host = str(spec.get("host") or pod_ip)
+    if host == "localhost":
+        return host
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"host {host!r} is not a loopback address: the kubetrain node agent only "
+            "connects to 127.0.0.0/8 (leave host unset to use the pod IP)"
+        )
+    return host
+
+
 async def run_probe(
     probe: Obj,
     *,
@@ -82,7 +105,7 @@ async def run_probe(
 async def _http(
     spec: Obj, pod_ip: str, ports: Mapping[str, int], timeout: float, session: aiohttp.ClientSession
 ) -> tuple[bool, str]:
-    host = spec.get("host") or pod_ip
+    host = _loopback_host(spec, pod_ip)
     port = _port(spec.get("port"), ports)
     scheme = str(spec.get("scheme") or "HTTP").lower()
     path = spec.get("path") or "/"
@@ -112,7 +135,7 @@ async def _http(
 async def _tcp(
     spec: Obj, pod_ip: str, ports: Mapping[str, int], timeout: float
 ) -> tuple[bool, str]:
-    host = spec.get("host") or pod_ip
+    host = _loopback_host(spec, pod_ip)
     port = _port(spec.get("port"), ports)
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)

@@ -12,13 +12,32 @@ Matching follows the networking.k8s.io/v1 Ingress semantics:
 * an Ingress's `defaultBackend` serves requests no rule matches;
 * on ties the oldest Ingress wins (creationTimestamp, then namespace/name).
 
-A backend's Service port (number or name) is resolved to the EndpointSlice port with the
-same name, and only endpoints whose `conditions.ready` is not false are used.
+Endpoints come from the Service's selector and the pods, not from EndpointSlices: pod
+IPs are loopback addresses (podnet.py), which the apiserver refuses in EndpointSlices
+("may not be in the loopback range"), so the EndpointSlice controller never publishes
+them. `pod_endpoints` therefore recomputes what that controller would publish as ready
+(k8s.io/endpointslice, v1.36 `syncService`/`reconcile`/`podToEndpoint`/`FindPort`):
+
+* no endpoints for `type: ExternalName` or a Service without selector;
+* pods of the Service's namespace whose labels match every selector pair;
+* not terminal (phase Succeeded/Failed) and with an IP (`status.podIPs`, else `podIP`);
+* bound to a node (`spec.nodeName`), unless `publishNotReadyAddresses`;
+* ready = `publishNotReadyAddresses`, or the pod's `Ready` condition is True and it has
+  no deletionTimestamp (a terminating pod is never ready);
+* the port: a numeric `targetPort` as is (unset means `port`); a named one is the
+  `containerPort` of the first container port with that name and the Service port's
+  protocol (TCP by default), in containers, then in sidecar init containers
+  (`restartPolicy: Always`); a pod without it gives no endpoint for that port.
+
+One deliberate difference: the controller also skips (unless `publishNotReadyAddresses`)
+pods whose Node object no longer exists; the ingress does not watch Nodes (pods get their
+IP from a running agent, whose Node exists), it only requires `spec.nodeName` to be set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,95 +174,114 @@ def match(routes: Iterable[Route], host_header: str, path: str) -> Route | None:
     return chosen or fallback
 
 
-def service_port_name(service: Obj | None, port: int | str) -> tuple[str | None, str]:
-    """The Service port's name for a backend port (number or name); (None, why) if absent."""
+def service_port(service: Obj | None, port: int | str) -> tuple[Obj | None, str]:
+    """The Service port an Ingress backend refers to (a number is `spec.ports[].port`, a
+    name is `spec.ports[].name`); (None, why) if there is no such Service or port."""
     if service is None:
         return None, "service not found"
     for p in (service.get("spec") or {}).get("ports") or []:
         if isinstance(port, int) and int(p.get("port", 0)) == port:
-            return str(p.get("name") or ""), ""
+            return p, ""
         if isinstance(port, str) and p.get("name") == port:
-            return port, ""
+            return p, ""
     return None, f"service has no port {port!r}"
 
 
-def ready_endpoints(slices: Iterable[Obj], port_name: str) -> list[tuple[str, int]]:
-    """(address, port) of every ready endpoint in the Service's EndpointSlices."""
-    out: list[tuple[str, int]] = []
-    seen: set[tuple[str, int]] = set()
-    for s in slices:
-        if s.get("addressType") not in (None, "IPv4", "IPv6"):
-            continue
-        number = None
-        for p in s.get("ports") or []:
-            if (p.get("name") or "") == port_name and p.get("port"):
-                number = int(p["port"])
-        if number is None:
-            continue
-        for ep in s.get("endpoints") or []:
-            cond = ep.get("conditions") or {}
-            if cond.get("ready") is False:
-                continue
-            for addr in ep.get("addresses") or []:
-                if (addr, number) not in seen:
-                    seen.add((addr, number))
-                    out.append((addr, number))
-    return sorted(out)
+def endpoint_source_problem(service: Obj) -> str:
+    """Why the EndpointSlice controller would publish no endpoints at all for the Service
+    ("" when it manages them from the selector)."""
+    spec = service.get("spec") or {}
+    if spec.get("type") == "ExternalName":
+        return "service is of type ExternalName (it has no endpoints)"
+    if not spec.get("selector"):
+        # Selector-less Services need hand-written EndpointSlices, which cannot carry the
+        # loopback pod IPs used here.
+        return "service has no selector (only selector-based Services are routed)"
+    return ""
 
 
-def pod_endpoints(
-    service: Obj | None, port: int | str, pods: Iterable[Obj]
-) -> list[tuple[str, int]]:
-    """Ready endpoints computed from the Service's selector, as the EndpointSlice
-    controller would: for loopback pod IPs, which EndpointSlices cannot carry."""
-    if service is None:
+def pod_is_ready(pod: Obj) -> bool:
+    """The pod's Ready condition is True (podutil.IsPodReady)."""
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
+def pod_ipv4s(pod: Obj) -> list[str]:
+    """The pod's IPv4 addresses: `status.podIPs`, else `status.podIP` (the controller reads
+    podIPs, which the apiserver keeps consistent with podIP)."""
+    status = pod.get("status") or {}
+    ips = [str(x.get("ip") or "") for x in status.get("podIPs") or []]
+    if not ips and status.get("podIP"):
+        ips = [str(status["podIP"])]
+    out = []
+    for ip in ips:
+        try:
+            if isinstance(ipaddress.ip_address(ip), ipaddress.IPv4Address):
+                out.append(ip)
+        except ValueError:
+            continue
+    return out
+
+
+def target_port(pod: Obj, port: Obj) -> int | None:
+    """The pod port a Service port targets, as `FindPort` resolves it; None if the pod
+    has no container port of that name and protocol."""
+    target = port.get("targetPort", port.get("port"))
+    if isinstance(target, int):
+        return target
+    if target is None:
+        return None
+    protocol = port.get("protocol") or "TCP"
+    spec = pod.get("spec") or {}
+    sidecars = [c for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"]
+    for c in [*(spec.get("containers") or []), *sidecars]:
+        for cp in c.get("ports") or []:
+            if cp.get("name") == target and (cp.get("protocol") or "TCP") == protocol:
+                return int(cp["containerPort"])
+    return None
+
+
+def pod_endpoints(service: Obj, port: Obj, pods: Iterable[Obj]) -> list[tuple[str, int]]:
+    """Sorted (IP, port) of the endpoints the EndpointSlice controller would publish as
+    ready for this Service port (see the module docstring for the rules)."""
+    if endpoint_source_problem(service):
         return []
     spec = service.get("spec") or {}
-    selector = spec.get("selector") or {}
-    if not selector:
-        return []
-    target: int | str | None = None
-    for p in spec.get("ports") or []:
-        if (isinstance(port, int) and int(p.get("port", 0)) == port) or (
-            isinstance(port, str) and p.get("name") == port
-        ):
-            target = p.get("targetPort") or p.get("port")
-    if target is None:
-        return []
+    selector: dict[str, str] = spec.get("selector") or {}
+    publish_not_ready = bool(spec.get("publishNotReadyAddresses"))
     ns = (service.get("metadata") or {}).get("namespace")
-    out: list[tuple[str, int]] = []
+    out: set[tuple[str, int]] = set()
     for pod in pods:
         meta = pod.get("metadata") or {}
-        status = pod.get("status") or {}
-        labels = meta.get("labels") or {}
-        if meta.get("namespace") != ns or meta.get("deletionTimestamp"):
+        if meta.get("namespace") != ns:
             continue
+        labels = meta.get("labels") or {}
         if any(labels.get(k) != v for k, v in selector.items()):
             continue
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        )
-        if not ready or not status.get("podIP") or status.get("phase") != "Running":
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue
-        number: int | None = None
-        if isinstance(target, int) or str(target).isdigit():
-            number = int(target)
-        else:
-            for c in (pod.get("spec") or {}).get("containers") or []:
-                for cp in c.get("ports") or []:
-                    if cp.get("name") == target:
-                        number = int(cp["containerPort"])
-        if number is not None:
-            out.append((str(status["podIP"]), number))
+        if not publish_not_ready and not (pod.get("spec") or {}).get("nodeName"):
+            continue  # the controller's Node lookup fails for "" -> skipped
+        ready = publish_not_ready or (pod_is_ready(pod) and not meta.get("deletionTimestamp"))
+        if not ready:
+            continue
+        number = target_port(pod, port)
+        if number is None:
+            continue
+        out.update((ip, number) for ip in pod_ipv4s(pod))
     return sorted(out)
 
 
-def slices_for(slices: Mapping[str, Obj], namespace: str, service: str) -> list[Obj]:
-    return [
-        s
-        for s in slices.values()
-        if (s.get("metadata") or {}).get("namespace") == namespace
-        and ((s.get("metadata") or {}).get("labels") or {}).get("kubernetes.io/service-name")
-        == service
-    ]
+def split_loopback(endpoints: Iterable[tuple[str, int]]) -> tuple[list[tuple[str, int]], list[str]]:
+    """(loopback endpoints, the other addresses). The ingress connects only to 127.0.0.0/8:
+    a pod IP elsewhere (e.g. a fake one a test wrote into pod status) is never a target."""
+    keep: list[tuple[str, int]] = []
+    refused: list[str] = []
+    for ip, number in endpoints:
+        if ipaddress.ip_address(ip).is_loopback:
+            keep.append((ip, number))
+        else:
+            refused.append(ip)
+    return keep, refused

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import podnet
 from .podspec import DEFAULT_SCHEDULER
 
 
@@ -35,9 +35,6 @@ class IngressSettings:
     """Seconds to connect to one endpoint before trying the next."""
     max_body: int = 64 * 1024 * 1024
     """Largest request body accepted, in bytes."""
-    endpoints_from_pods: bool = False
-    """When a Service's EndpointSlices list no ready endpoint, resolve its selector against
-    Ready pods (needed with loopback pod IPs, which EndpointSlices cannot carry)."""
 
 
 @dataclass(frozen=True)
@@ -51,10 +48,8 @@ class AgentSettings:
     state_dir: Path = Path(".kubetrain/nodeagent")
     """Per-node state: pod directories, volumes, logs (under <state_dir>/<node_name>)."""
     pod_cidr: str = "auto"
-    """Range pod IPs are taken from (see podnet.py): "auto" = 10.244.0.0/24 made local with
-    an AnyIP route on lo, else 127.0.0.0/24; 127.0.0.1 (the host IP) is never used."""
-    manage_routes: bool = True
-    """May add (and on exit remove) `ip route local <pod_cidr> dev lo` to make the range local."""
+    """Range pod IPs are taken from (see podnet.py): "auto" = 127.0.0.0/24, or any /16../30
+    inside 127.0.0.0/8 (loopback only); 127.0.0.1 (host services) is never handed out."""
     host_ip: str = "127.0.0.1"
     """The node's address (status.hostIP)."""
     cpu: str = field(default_factory=lambda: str(os.cpu_count() or 1))
@@ -100,17 +95,8 @@ class AgentSettings:
 
     def validate(self) -> None:
         """Raise ValueError naming the bad setting."""
-        if self.pod_cidr != "auto":
-            try:
-                net = ipaddress.ip_network(self.pod_cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"--pod-cidr {self.pod_cidr!r}: {exc}") from exc
-            if net.version != 4 or not (net.is_loopback or net.is_private):
-                raise ValueError(
-                    f"--pod-cidr {self.pod_cidr!r} must be a private or loopback IPv4 range"
-                )
-            if not 16 <= net.prefixlen <= 30:
-                raise ValueError(f"--pod-cidr {self.pod_cidr!r} must be between /16 and /30")
+        if self.pod_cidr != podnet.AUTO:
+            podnet.check_range(self.pod_cidr)  # PodNetworkError is a ValueError
         if not self.node_name or len(self.node_name) > 253:
             raise ValueError("--node-name must be a DNS subdomain")
         if not Path(self.venv_bin).is_dir():

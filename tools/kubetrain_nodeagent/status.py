@@ -1,8 +1,8 @@
 """The kubelet's status rules, as pure functions over a small container-state model.
 
 `ContainerState` is what the pod worker mutates as processes start and exit; `pod_status`
-turns the pod's container states into the `status` the Job, ReplicaSet and EndpointSlice
-controllers read. The phase logic mirrors kubelet's `getPhase`:
+turns the pod's container states into the `status` the Job and ReplicaSet controllers
+(and the ingress's endpoint resolution) read. The phase logic mirrors kubelet's `getPhase`:
 
 * Pending while init containers have not all succeeded, or any regular container has
   never started (waiting without a previous termination);

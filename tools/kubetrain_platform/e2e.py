@@ -169,7 +169,9 @@ class Flow:
         if not sample.exists():
             self._run([str(self.venv_bin / "kubetrain-data"), "sample-csv", str(sample)])
         frame = pd.read_csv(sample)
-        train, hold = frame.iloc[: -self.cfg.holdout], frame.iloc[-self.cfg.holdout :]
+        # The sample is sorted by label: hold out a seeded random subset, not the tail.
+        hold = frame.sample(n=self.cfg.holdout, random_state=0)
+        train = frame.drop(hold.index)
         train_csv = wd / "train.csv"
         if not train_csv.exists():
             train.to_csv(train_csv, index=False)
@@ -201,7 +203,8 @@ class Flow:
             ]
         )
 
-    def mutate(self, label: str, modify: int, seed: int) -> list[str]:
+    def mutate(self, label: str, count: int, seed: int, action: str = "modify") -> list[str]:
+        """`kubetrain-data mutate`: change `count` objects of a label; returns the keys."""
         out = self._run(
             [
                 str(self.venv_bin / "kubetrain-data"),
@@ -209,18 +212,18 @@ class Flow:
                 f"s3://{self.cfg.bucket}/{self.cfg.prefix}",
                 "--label",
                 label,
-                "--modify",
-                str(modify),
+                f"--{action}",
+                str(count),
                 "--seed",
                 str(seed),
                 "--json",
             ]
         )
         doc = json.loads(out)
-        keys = doc.get("keys") if isinstance(doc, dict) else doc
-        if not isinstance(keys, list):
-            raise FlowError(f"kubetrain-data mutate --json printed no key list: {out[:300]}")
-        return [k if isinstance(k, str) else k["key"] for k in keys]
+        keys = doc.get("touched")
+        if not isinstance(keys, list) or doc.get("failed"):
+            raise FlowError(f"kubetrain-data mutate did not touch what it was asked: {out[:400]}")
+        return [str(k) for k in keys]
 
     # ------------------------------------------------------------------ the watch
     def _ensure_namespace(self) -> None:
@@ -269,7 +272,10 @@ class Flow:
                     "epochs": self.cfg.epochs,
                     "batchSize": 64,
                     "minAccuracy": 0.8,
-                    "resources": {"limits": {"cpu": "2", "memory": "4Gi"}},
+                    "resources": {
+                        "requests": {"cpu": "500m", "memory": "1Gi"},
+                        "limits": {"cpu": "2", "memory": "4Gi"},
+                    },
                     **(extra_training or {}),
                 },
                 "serving": {

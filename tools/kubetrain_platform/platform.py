@@ -432,6 +432,10 @@ class Platform:
                         f"--kubeconfig={self.kubeconfig}",
                         f"--state-dir={s / 'nodeagent'}",
                         f"--ingress-port={p['ingress']}",
+                        # Requests are not enforced on a node of processes; advertising twice
+                        # the cores lets the operator, a training pod and two serving pods
+                        # (mid-rollout) fit, as they would on a laptop cluster.
+                        f"--cpu={2 * (os.cpu_count() or 1)}",
                     ],
                     {
                         **base_env,
