@@ -565,12 +565,9 @@ class Platform:
 
     def down(self) -> list[str]:
         stopped = []
+        # Reverse start order: the node agent first, so pods stop while the API still answers.
         for name in (
-            "mlflow",
-            "minio",
-            "controller-manager",
-            "apiserver",
-            "etcd",
+            *reversed(COMPONENT_ORDER),
             *self.record.pids,
         ):
             if name in self.record.pids and self._stop(name):
