@@ -1,0 +1,416 @@
+"""`RequestGuard`: the ASGI middleware in front of the inference endpoints.
+
+BentoML parses requests itself; this layer adds what a public endpoint needs and
+BentoML does not do, without touching BentoML internals:
+
+- **Body limit.** A `Content-Length` over the limit is answered 413 before anything
+  is read; a chunked body is counted while it is read and cut off at the limit. The
+  (bounded) body is then replayed to BentoML, so memory per request is capped.
+- **Content types.** Only JSON and multipart/form-data reach BentoML (415 otherwise);
+  multipart is refused on endpoints that take no files. A missing content type means
+  JSON, as curl users expect.
+- **One typed input.** On a list endpoint (/classify) both accepted encodings are
+  normalised into the JSON object BentoML's typed API declares, `{"images": [...]}`:
+  a bare JSON list is wrapped, and a multipart body is parsed here (in memory, it is
+  bounded) and its files re-encoded as base64 strings. BentoML's own multipart path is
+  never used: it answers malformed forms and text fields with 500, writes every file
+  to a temporary file, and fetches URLs given in file fields from the server.
+- **One error shape.** BentoML answers validation errors as `{"error": "1 validation
+  error for ...", "detail": [...]}` and its own exceptions as `[{"error": ...}]`;
+  every 4xx from these endpoints leaves here as `{"error": "<what and where>",
+  "detail": [{"loc": "images[3]", "msg": ...}]}`. Too many images becomes 413; a 503
+  (overload: batch queue full, BentoML's concurrency limit) says so and adds Retry-After.
+- **Metrics.** Every request's latency and status, and every rejection's reason.
+
+Only responses with status >= 400 are buffered (they are small); successful
+responses stream through untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON_TYPES = ("application/json", "text/json")
+OVERLOADED = "the server is overloaded (inference queue full); retry later"
+MULTIPART_TYPE = "multipart/form-data"
+
+
+class Reject(Exception):
+    """A request refused by the guard: status, client message and metric reason."""
+
+    def __init__(self, status: int, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _format_loc(loc: Iterable[Any]) -> str:
+    """pydantic's ("images", 3) -> "images[3]"; ("body",) prefixes are dropped."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part not in ("body", "root"):
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _clean_msg(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
+def normalize_error(status: int, body: bytes) -> tuple[int, dict[str, Any]]:
+    """Turn any of BentoML's 4xx bodies into `{"error": str, "detail": [...]}`.
+
+    Returns the (possibly changed) status and the new body. Pure, for unit tests.
+    """
+    try:
+        doc: Any = json.loads(body) if body else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        doc = None
+    if isinstance(doc, list) and len(doc) == 1 and isinstance(doc[0], dict):
+        doc = doc[0]  # BentoMLException 4xx bodies come wrapped in a one-element list
+    if not isinstance(doc, dict):
+        text = body.decode("utf-8", "replace").strip() or f"HTTP {status}"
+        return status, {"error": text[:500]}
+    detail = doc.get("detail")
+    if isinstance(detail, list) and detail and all(isinstance(d, dict) for d in detail):
+        items = [
+            {"loc": _format_loc(d.get("loc", ())), "msg": _clean_msg(str(d.get("msg", "")))}
+            for d in detail
+        ]
+        first = items[0]
+        error = f"{first['loc']}: {first['msg']}" if first["loc"] else first["msg"]
+        if len(items) > 1:
+            error += f" (and {len(items) - 1} more)"
+        if detail[0].get("type") == "json_invalid":
+            error = "malformed JSON: " + first["msg"].removeprefix("Invalid JSON: ")
+        if detail[0].get("type") == "too_long" or first["msg"].startswith("too many images"):
+            status = 413
+        return status, {"error": error, "detail": items}
+    if "error" in doc:
+        return status, {"error": str(doc["error"])}
+    return status, {"error": json.dumps(doc)[:500]}
+
+
+def _reason(status: int, body: Mapping[str, Any]) -> str:
+    """A short, bounded label for the rejection metric."""
+    if status == 413:
+        return "too_many_images" if "too many images" in str(body.get("error", "")) else "too_large"
+    if status == 503:
+        return "overloaded"
+    if status == 415:
+        return "unsupported_media_type"
+    error = str(body.get("error", ""))
+    for key, reason in (
+        ("malformed JSON", "malformed_json"),
+        ("malformed base64", "malformed_base64"),
+        ("malformed multipart", "malformed_multipart"),
+        ("empty", "empty"),
+        ("Field required", "missing_field"),
+        ("not an image", "not_an_image"),
+        ("corrupt image", "not_an_image"),
+    ):
+        if key in error:
+            return reason
+    return "bad_request"
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str | None, bytes]]:
+    """Split a multipart/form-data body into (field name, filename or None, content).
+
+    In memory (the caller bounds the body). Raises Reject(400) naming the problem.
+    """
+    from python_multipart.exceptions import FormParserError
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise Reject(
+            400, "malformed multipart body: the Content-Type has no boundary", "malformed_multipart"
+        )
+    parts: list[tuple[str, str | None, bytes]] = []
+    current: dict[str, Any] = {}
+
+    def on_part_begin() -> None:
+        current.clear()
+        current.update(headers={}, name=b"", value=b"", data=[])
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        current["name"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        current["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        current["headers"][current["name"].lower()] = current["value"]
+        current["name"], current["value"] = b"", b""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        current["data"].append(data[start:end])
+
+    def on_part_end() -> None:
+        disposition = current["headers"].get(b"content-disposition", b"")
+        _, options = parse_options_header(disposition)
+        name = options.get(b"name")
+        if name is None:
+            raise Reject(
+                400,
+                f"malformed multipart body: part {len(parts)} has no Content-Disposition name",
+                "malformed_multipart",
+            )
+        filename = options.get(b"filename")
+        parts.append(
+            (
+                name.decode("utf-8", "replace"),
+                filename.decode("utf-8", "replace") if filename is not None else None,
+                b"".join(current["data"]),
+            )
+        )
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except FormParserError as exc:
+        raise Reject(400, f"malformed multipart body: {exc}", "malformed_multipart") from None
+    if not parts:
+        raise Reject(400, "malformed multipart body: no parts found", "malformed_multipart")
+    return parts
+
+
+def multipart_to_json(body: bytes, content_type: str, *, field: str, max_items: int) -> bytes:
+    """A multipart body with files in `field` -> `{"<field>": ["<base64>", ...]}` (in order).
+
+    Every part must be a file upload in `field`; anything else is refused with a
+    message saying what to send instead.
+    """
+    encoded: list[str] = []
+    for index, (name, filename, content) in enumerate(parse_multipart(body, content_type)):
+        if name != field:
+            raise Reject(
+                400,
+                f"unexpected multipart field {name!r} (part {index}): send images as files in {field!r}",
+                "bad_request",
+            )
+        if filename is None:
+            raise Reject(
+                400,
+                f"{field}[{index}]: multipart field {field!r} must be a file upload, not a text value",
+                "bad_request",
+            )
+        if len(encoded) >= max_items:
+            raise Reject(
+                413, f"too many images: more than {max_items} in one request", "too_many_images"
+            )
+        encoded.append(base64.b64encode(content).decode("ascii"))
+    return json.dumps({field: encoded}).encode()
+
+
+class RequestGuard:
+    """ASGI middleware; BentoML instantiates it with the options given to
+    `Service.add_asgi_middleware` (see service.py)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        endpoints: Iterable[str],
+        max_body_bytes: int,
+        max_images: int,
+        list_field: Mapping[str, str] | None = None,
+    ) -> None:
+        self.app = app
+        self.endpoints = frozenset(endpoints)
+        self.max_body_bytes = max_body_bytes
+        self.max_images = max_images
+        self.list_field = dict(list_field or {})
+        self._metrics: Any = None
+
+    def _observe(self, endpoint: str, status: int, seconds: float, reason: str | None) -> None:
+        if self._metrics is None:
+            from kubetrain_serving.metrics import get_metrics
+
+            self._metrics = get_metrics()
+        self._metrics.request(endpoint, status, seconds)
+        if reason is not None:
+            self._metrics.rejected(endpoint, reason)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path not in self.endpoints or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state: dict[str, Any] = {"status": 500, "reason": None}
+        try:
+            body, scope = await self._read_body(scope, receive, path)
+        except Reject as rej:
+            state["status"], state["reason"] = rej.status, rej.reason
+            await _send_json(send, rej.status, {"error": rej.message})
+            self._observe(path, rej.status, time.perf_counter() - started, rej.reason)
+            return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # only http.disconnect is left to come
+
+        held: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def guarded_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = int(message["status"])
+                if 400 <= state["status"] < 500 or state["status"] == 503:
+                    held["start"] = message  # rewrite the error body before sending
+                    return
+                await send(message)
+                return
+            if message["type"] == "http.response.body" and "start" in held:
+                chunks.append(bytes(message.get("body", b"")))
+                if message.get("more_body", False):
+                    return
+                extra: list[tuple[bytes, bytes]] = []
+                if state["status"] == 503:
+                    status, doc = 503, {"error": OVERLOADED}
+                    extra.append((b"retry-after", b"1"))
+                else:
+                    status, doc = normalize_error(state["status"], b"".join(chunks))
+                state["status"], state["reason"] = status, _reason(status, doc)
+                headers = [
+                    (k, v)
+                    for k, v in held["start"].get("headers", [])
+                    if k.lower() not in (b"content-length", b"content-type")
+                ]
+                await _send_json(send, status, doc, extra_headers=[*headers, *extra])
+                held.clear()
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, replay, guarded_send)
+        finally:
+            self._observe(path, state["status"], time.perf_counter() - started, state["reason"])
+
+    async def _read_body(self, scope: Scope, receive: Receive, path: str) -> tuple[bytes, Scope]:
+        """Check headers, read the body up to the limit, normalise list requests to JSON.
+
+        Returns the body to replay and the scope to pass on (its headers rewritten when
+        the body was rewritten).
+        """
+        raw_type = _header(scope, b"content-type") or "application/json"
+        media_type = raw_type.split(";", 1)[0].strip().lower()
+        if media_type == MULTIPART_TYPE:
+            if path not in self.list_field:
+                raise Reject(415, f"{path} takes JSON, not {media_type}", "unsupported_media_type")
+        elif media_type not in JSON_TYPES:
+            allowed = "application/json" + (
+                " or multipart/form-data" if path in self.list_field else ""
+            )
+            raise Reject(
+                415,
+                f"unsupported content type {media_type!r}: send {allowed}",
+                "unsupported_media_type",
+            )
+        length = _header(scope, b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise Reject(400, f"invalid Content-Length {length!r}", "bad_request") from None
+            if declared > self.max_body_bytes:
+                raise Reject(
+                    413,
+                    f"request body of {declared} bytes exceeds the limit of {self.max_body_bytes} bytes",
+                    "too_large",
+                )
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise Reject(400, "client disconnected before the body was complete", "bad_request")
+            chunk = bytes(message.get("body", b""))
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise Reject(
+                    413,
+                    f"request body exceeds the limit of {self.max_body_bytes} bytes",
+                    "too_large",
+                )
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(parts)
+        if not body.strip():
+            expected = self.list_field.get(path, "data")
+            raise Reject(400, f"empty request body: expected JSON with {expected!r}", "empty")
+        field = self.list_field.get(path)
+        if field is None:
+            return body, scope
+        if media_type == MULTIPART_TYPE:
+            body = multipart_to_json(body, raw_type, field=field, max_items=self.max_images)
+        elif body.lstrip()[:1] == b"[":
+            body = b'{"' + field.encode() + b'":' + body + b"}"
+        else:
+            return body, scope
+        headers = [
+            (k, v)
+            for k, v in scope.get("headers", ())
+            if k.lower() not in (b"content-type", b"content-length")
+        ]
+        headers += [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        return body, {**scope, "headers": headers}
+
+
+async def _send_json(
+    send: Send,
+    status: int,
+    doc: Mapping[str, Any],
+    extra_headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    payload = json.dumps(doc).encode()
+    headers = [
+        *extra_headers,
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
