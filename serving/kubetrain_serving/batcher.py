@@ -11,10 +11,10 @@ TensorFlow. Requests are never split: one whose images alone exceed
 Why not BentoML's batchable API (CorkDispatcher)? It learns a target wait from the
 waits it observes, which include its own waits, so after a burst it keeps holding
 single requests back. Measured on this service: one-image /classify requests at
-concurrency 1 took ~300 ms each for at least 20 s after a concurrency-64 burst
-(~6 ms before it); in the benchmark, p50 at concurrency 1 went from 36 ms before the
-burst to 955 ms after it (docs/serving.md has the figures). It remains available
-with KUBETRAIN_SERVING_BATCHER=bentoml.
+concurrency 1 took ~300 ms each for at least 20 s after a concurrency-64 burst,
+where 16-image requests had taken ~6 ms before it; in the benchmark (16 images per request), p50 at concurrency 1
+went from 6.2 ms before the burst to 307 ms after it, against 10.2 ms for this
+batcher (docs/serving.md). It remains available with KUBETRAIN_SERVING_BATCHER=bentoml.
 
 Overload: the queue is bounded in images (`max_queue_images`); a request that would
 overflow it fails fast with `Overloaded` (HTTP 503) instead of waiting for a
