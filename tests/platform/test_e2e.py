@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from kubetrain_platform.e2e import Flow, FlowConfig, FlowError
 from kubetrain_platform.platform import Platform
 
