@@ -21,7 +21,7 @@ import pytest
 from kubetrain_platform.e2e import Flow, FlowConfig, FlowError
 from kubetrain_platform.platform import Platform
 
-pytestmark = [pytest.mark.platform, pytest.mark.slow]
+pytestmark = [pytest.mark.platform, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
         plat.up()
         cfg = FlowConfig(
             namespace="e2e",
-            epochs=2,
+            epochs=3,
             holdout=200,
             work_dir=tmp_path_factory.mktemp("e2e-work"),
         )

@@ -49,6 +49,11 @@ class FlowConfig:
     """Ingress host the model is served under."""
     epochs: int = 4
     """Training epochs per run."""
+    warm_start: bool = True
+    """Retrain from the champion's weights: faster, and a small data change cannot make the
+    new model drift below the champion by chance."""
+    tolerance: float = 0.03
+    """How far below the champion's accuracy a new model may be and still be promoted."""
     threshold: int = 200
     """Changes per label that must be exceeded to retrain."""
     holdout: int = 500
@@ -272,6 +277,8 @@ class Flow:
                     "epochs": self.cfg.epochs,
                     "batchSize": 64,
                     "minAccuracy": 0.8,
+                    "warmStart": self.cfg.warm_start,
+                    "tolerance": self.cfg.tolerance,
                     "resources": {
                         "requests": {"cpu": "500m", "memory": "1Gi"},
                         "limits": {"cpu": "2", "memory": "4Gi"},
@@ -355,8 +362,24 @@ class Flow:
         return str(version) if version else None
 
     def wait_served(self, not_version: str | None, timeout: float) -> str:
+        """Wait until the Ingress answers with a new model version.
+
+        Fails fast when a run that finished after this call started failed or was refused by
+        the quality gate: then no new version will come.
+        """
+        start_run = int((self.status().get("lastRun") or {}).get("run") or 0)
+
         def ready() -> str | None:
-            serving = self.status().get("serving") or {}
+            st = self.status()
+            last = st.get("lastRun") or {}
+            if int(last.get("run") or 0) > start_run and (
+                last.get("result") == "Failed" or last.get("promoted") is False
+            ):
+                raise FlowError(
+                    f"run {last.get('run')} ({last.get('jobName')}) did not produce a served "
+                    f"model: {last.get('result')}: {last.get('message')}"
+                )
+            serving = st.get("serving") or {}
             if serving.get("phase") != "Available":
                 return None
             version = self.served_version()
