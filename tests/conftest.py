@@ -10,13 +10,13 @@ the platform is part of what the suite tests.
 from __future__ import annotations
 
 import os
-import shlex
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from kubetrain_platform.envfile import read_env_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,18 +57,6 @@ class PlatformInfo:
         return str(self.bin_dir / name)
 
 
-def parse_env_file(path: Path) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ")
-        key, _, value = line.partition("=")
-        env[key] = shlex.split(value)[0] if value else ""
-    return env
-
-
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformInfo]:
     reuse = os.environ.get("KUBETRAIN_PLATFORM_ENV")
@@ -76,7 +64,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformInfo]
         path = Path(reuse)
         if not path.exists():
             raise RuntimeError(f"KUBETRAIN_PLATFORM_ENV={reuse} does not exist")
-        env = parse_env_file(path)
+        env = read_env_file(path)
         yield PlatformInfo(env=env, state_dir=Path(env.get("KUBETRAIN_STATE_DIR", path.parent)))
         return
     from kubetrain_platform.platform import Platform

@@ -27,14 +27,14 @@ def _listening(port: int) -> bool:
 
 
 def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
-    from tests.conftest import parse_env_file
+    from kubetrain_platform.envfile import read_env_file
 
     plat = Platform(tmp_path / "p", ports="free", log=lambda _m: None)
     try:
         plat.up()
         pids = dict(plat.record.pids)
         assert set(pids) == {"etcd", "apiserver", "controller-manager", "minio", "mlflow"}
-        env = parse_env_file(plat.env_path)
+        env = read_env_file(plat.env_path)
         assert set(env) >= REQUIRED
         assert oct(plat.env_path.stat().st_mode & 0o777) == "0o600"
         assert (
@@ -49,7 +49,7 @@ def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
         again.up()
         assert again.record.pids == pids, "a second `up` must not restart anything"
         assert again.record.ports == plat.record.ports
-        assert parse_env_file(again.env_path) == env
+        assert read_env_file(again.env_path) == env
     finally:
         stopped = Platform(tmp_path / "p", log=lambda _m: None).down()
     assert set(stopped) == set(pids)

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from cryptography import x509
 from kubetrain_platform.certs import ensure_pki
+from kubetrain_platform.envfile import read_env_file
 from kubetrain_platform.platform import DEFAULT_PORTS, Platform
-
-from tests.conftest import parse_env_file
 
 
 def test_pki_is_generated_once_and_chains(tmp_path: Path) -> None:
@@ -33,7 +32,7 @@ def test_env_file_round_trips_awkward_values(tmp_path: Path) -> None:
     plat = Platform(tmp_path, ports="default", log=lambda _m: None)
     plat.record.minio_secret_key = 'it\'s $ecret "x"'
     plat._write_env()
-    env = parse_env_file(plat.env_path)
+    env = read_env_file(plat.env_path)
     assert env["MINIO_SECRET_KEY"] == 'it\'s $ecret "x"'
     assert env["MINIO_ENDPOINT"] == f"http://127.0.0.1:{DEFAULT_PORTS['minio']}"
     assert oct(plat.env_path.stat().st_mode & 0o777) == "0o600"

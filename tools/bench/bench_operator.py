@@ -31,7 +31,6 @@ import io
 import json
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import threading
@@ -41,22 +40,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from kubetrain_platform.envfile import read_env_file
+
 REPO = Path(__file__).resolve().parents[2]
 for sub in ("operator", "tools"):
     if str(REPO / sub) not in sys.path:
         sys.path.insert(0, str(REPO / sub))
 
 LABELS = 10
-
-
-def load_env(path: Path) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip().removeprefix("export ")
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            env[key] = shlex.split(value)[0] if value else ""
-    return env
 
 
 def minio_client(env: dict[str, str]) -> Any:
@@ -459,7 +450,7 @@ def child_resync(mode: str, bucket: str, env_path: str) -> dict[str, Any]:
     from kubetrain_operator.spec import SourceSpec
     from kubetrain_operator.tally import Tally
 
-    env = load_env(Path(env_path))
+    env = read_env_file(Path(env_path))
     source = SourceSpec(env["MINIO_ENDPOINT"], bucket, "", "*.png", "creds")
     store = ObjectStore(source, Credentials(env["MINIO_ACCESS_KEY"], env["MINIO_SECRET_KEY"]))
     proc = psutil.Process()
@@ -559,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    env = load_env(env_path)
+    env = read_env_file(env_path)
     log_dir = REPO / ".kubetrain" / "bench"
     log_dir.mkdir(parents=True, exist_ok=True)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -38,17 +37,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from kubetrain_platform.envfile import read_env_file
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def read_env_file(path: str) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.strip().removeprefix("export ")
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            env[key] = shlex.split(value)[0] if value else ""
-    return env
 
 
 def say(msg: str) -> None:

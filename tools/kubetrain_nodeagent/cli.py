@@ -11,10 +11,11 @@ import argparse
 import asyncio
 import logging
 import os
-import shlex
 import signal
 import sys
 from pathlib import Path
+
+from kubetrain_platform.envfile import read_env_file
 
 from .settings import AgentSettings, IngressSettings, default_venv_bin
 
@@ -25,12 +26,7 @@ def _platform_kubeconfig() -> str | None:
     env_file = Path(os.environ.get("KUBETRAIN_PLATFORM_ENV") or ".kubetrain/platform.env")
     if not env_file.is_file():
         return None
-    for line in env_file.read_text().splitlines():
-        line = line.strip().removeprefix("export ")
-        if line.startswith("KUBECONFIG="):
-            value = line.split("=", 1)[1]
-            return shlex.split(value)[0] if value else None
-    return None
+    return read_env_file(env_file).get("KUBECONFIG") or None
 
 
 def resolve_kubeconfig(arg: str | None) -> str:
