@@ -35,7 +35,6 @@ import json
 import os
 import random
 import resource
-import shlex
 import shutil
 import subprocess
 import sys
@@ -58,6 +57,7 @@ for sub in ("operator", "tools"):
 
 from kubetrain_data.pngio import encode_pngs  # noqa: E402
 from kubetrain_data.settings import default_workers  # noqa: E402
+from kubetrain_platform.envfile import read_env_file  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "kubetrain-data")
 
@@ -229,21 +229,11 @@ def verify_sample(
                 raise RuntimeError(f"row {i}: PNG differs from the CSV")
 
 
-def load_env(path: Path) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip().removeprefix("export ")
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            env[key] = shlex.split(value)[0] if value else ""
-    return env
-
-
 def bench_upload(src: Path, files: int, workers: int, tmp: Path) -> list[str]:
     env_file = Path(os.environ.get("KUBETRAIN_PLATFORM_ENV", REPO / ".kubetrain" / "platform.env"))
     if not env_file.exists():
         raise RuntimeError(f"no platform env file at {env_file} (start one, or pass --no-upload)")
-    penv = load_env(env_file)
+    penv = read_env_file(env_file)
     from minio import Minio
 
     endpoint = penv["MINIO_ENDPOINT"]
