@@ -43,10 +43,17 @@ def main(argv: list[str] | None = None) -> int:
         flow.install_chart()
         stage("3/6 dataset: sample CSV -> label folders -> MinIO; applying the DatasetWatch")
         held = flow.prepare_dataset()
-        flow.upload()
+        already = flow.served_version()
+        if already:
+            # Re-uploading would undo the changes an earlier run made (and count them again).
+            stage(
+                f"    a model (version {already}) is already served: not re-uploading the dataset"
+            )
+        else:
+            flow.upload()
         flow.apply_watch()
         stage("4/6 waiting for the first model to be trained and served (minutes on 2 cores)")
-        first = flow.served_version() or flow.wait_served(None, timeout=1800)
+        first = already or flow.wait_served(None, timeout=1800)
         stage(f"    model version {first} is served through the Ingress (Host: {cfg.host})")
         stage(f"5/6 predicting {len(held)} held-out digits through the Ingress")
         acc, version, pairs = flow.evaluate(held)
