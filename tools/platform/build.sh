@@ -43,7 +43,7 @@ timed() { # timed LABEL CMD... : run, then report wall seconds to stderr and to 
 
 build_etcd() {
   built etcd "$ETCD_VERSION" && { log "etcd $ETCD_VERSION cached"; return; }
-  log "building etcd $ETCD_VERSION (wrapper main around etcdmain; ~2-4 min cold)"
+  log "building etcd $ETCD_VERSION (wrapper main around etcdmain; ~1 min cold on 2 cores)"
   local d="$WORK/etcd-$ETCD_VERSION"
   mkdir -p "$d"
   cat > "$d/main.go" <<'GO'
@@ -73,7 +73,7 @@ build_kubernetes() {
   if built kube-apiserver "$K8S_VERSION" && built kube-controller-manager "$K8S_VERSION" && built kubectl "$K8S_VERSION"; then
     log "kubernetes $K8S_VERSION cached"; return
   fi
-  log "building kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION (~15-30 min cold on 2 cores)"
+  log "building kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION (~5 min cold on 2 cores)"
   local d="$WORK/kubernetes-$K8S_VERSION"
   local staging="v0.${K8S_VERSION#v1.}"
   mkdir -p "$d"
@@ -113,14 +113,14 @@ build_kubernetes() {
 
 build_minio() {
   built minio "$MINIO_VERSION" && { log "minio $MINIO_VERSION cached"; return; }
-  log "building minio $MINIO_VERSION (~8-15 min cold)"
+  log "building minio $MINIO_VERSION (~2.5-3.5 min cold)"
   mkdir -p "$BIN/minio-$MINIO_VERSION"
   GOBIN="$BIN/minio-$MINIO_VERSION" go install -trimpath "github.com/minio/minio@$MINIO_VERSION"
 }
 
 build_helm() {
   built helm "$HELM_VERSION" && { log "helm $HELM_VERSION cached"; return; }
-  log "building helm $HELM_VERSION (~3-6 min cold)"
+  log "building helm $HELM_VERSION (~2-3.5 min cold)"
   mkdir -p "$BIN/helm-$HELM_VERSION"
   GOBIN="$BIN/helm-$HELM_VERSION" go install -trimpath "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
 }
