@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from kubetrain_operator.kube import Kube
 
-from tests.platform import test_operator_support as support
 from tests.platform.test_operator_support import (
     FakeKubelet,
     create_watch,
@@ -30,15 +29,6 @@ from tests.platform.test_operator_support import (
     wait_for,
     watch_body,
 )
-
-# Fixtures shared by the operator's platform test modules.
-crds = support.crds
-k8s = support.k8s
-operators = support.operators
-source = support.source
-private_minio = support.private_minio
-s3 = support.s3
-webhook_port = support.webhook_port
 
 pytestmark = pytest.mark.platform
 
