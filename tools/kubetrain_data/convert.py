@@ -1,11 +1,15 @@
 """`csv-to-images`: stream an MNIST-style CSV into OUT/<label>/<content-hash>.png.
 
-Pipeline. The main process reads the CSV in chunks of whole lines (`chunk_rows` lines,
-about 2 KiB each) and hands them to a process pool; at most 2 x workers chunks are in
-flight, so memory stays flat however long the file is. Each worker parses and validates
-its chunk (csvformat.parse_chunk), hashes every valid row's pixels, PNG-encodes the new
-ones and writes them. Results come back in file order, so the first bad row reported is
-the first bad row of the file.
+Pipeline. The main process cuts the CSV into chunks of about `chunk_rows` whole lines and
+hands them to a process pool; at most 2 x workers chunks are in flight, so memory stays
+flat however long the file is. For a plain file a chunk is only a byte range (the main
+process finds the newline that ends it): the worker reads it with pread, so the 110 MB of
+a big CSV never pass through the main process and a pipe. A gzip file can only be read
+from the start, so there the main process decompresses and sends the lines. Each worker
+parses and validates its chunk (csvformat.parse_chunk), hashes every valid row's pixels,
+PNG-encodes the new ones and writes them. Results come back in file order; a worker
+numbers rows from its chunk's first line and the main process adds the rows before it,
+so the first bad row reported is the first bad row of the file, with its true number.
 
 Idempotence. A file's name is the SHA-256 of its pixels (pngio.file_name), so the same
 row always maps to the same file and identical rows collapse into one. Before converting,
@@ -42,7 +46,7 @@ import signal
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -53,9 +57,25 @@ import numpy as np
 import numpy.typing as npt
 
 from kubetrain_data import report
-from kubetrain_data.csvformat import CsvSource, Layout, detect_layout, iter_chunks, parse_chunk
+from kubetrain_data.csvformat import (
+    CsvSource,
+    Layout,
+    detect_layout,
+    iter_chunks,
+    iter_ranges,
+    parse_chunk,
+    read_range,
+)
 from kubetrain_data.errors import DataError
-from kubetrain_data.pngio import PIXELS, content_digest, decode_gray28, encode_pngs, file_name
+from kubetrain_data.pngio import (
+    NAME_HEX,
+    PIXELS,
+    content_digest,
+    content_digests,
+    decode_gray28,
+    encode_pngs,
+    file_name,
+)
 from kubetrain_data.settings import ConvertOptions
 
 STAGING_PREFIX = ".kubetrain-staging-"
@@ -122,9 +142,15 @@ class ConvertResult:
         return sum(s.written for s in self.labels.values())
 
 
+Chunk = bytes | tuple[int, int]
+"""A chunk of whole CSV lines: the bytes themselves, or an (offset, length) range of the file."""
+
+
 @dataclass(frozen=True)
 class _WorkerConfig:
     layout: Layout
+    csv_path: str
+    csv_fd: int  # inherited through fork; pread does not move a shared file offset
     staging: str
     existing: dict[str, LabelIndex]
     sampling: bool
@@ -145,9 +171,12 @@ def _init_worker(cfg: _WorkerConfig | None) -> None:
 
 @dataclass
 class _ChunkResult:
+    # Row numbers count from 1 at the chunk's first line; the main process, which sees
+    # the chunks in file order, adds the rows before it.
     counts: dict[str, dict[str, int]]
     bad: list[tuple[int, str]]
     blank: int
+    lines: int
     # Only when sampling: the valid rows, for the reservoir in the main process.
     rows: list[int] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
@@ -155,19 +184,35 @@ class _ChunkResult:
     pixels: npt.NDArray[np.uint8] | None = None
 
 
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+
+
 def _write_file(path: str, data: bytes) -> bool:
     """Create PATH with DATA; False if it exists already (identical content by name)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, _CREATE, 0o644)
     except FileExistsError:
         return False
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        done = os.write(fd, data)
+        if done < len(data):  # a short write (nearly full disk): finish it, or raise ENOSPC
+            view = memoryview(data)[done:]
+            while view:
+                view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
     return True
+
+
+def _target(label: str) -> tuple[str, set[str]]:
+    """("staging/label/", names to avoid in OUT/label/) for LABEL's new files."""
+    assert _cfg is not None
+    directory = f"{_cfg.staging}/{label}/"
+    if directory not in _made_dirs:
+        os.makedirs(directory, exist_ok=True)
+        _made_dirs.add(directory)
+    index = _cfg.existing.get(label)
+    return directory, index.names if index is not None else set()
 
 
 def _write_rows(
@@ -175,44 +220,53 @@ def _write_rows(
 ) -> dict[str, dict[str, int]]:
     """Write rows whose content is not in OUT yet into the staging directory."""
     assert _cfg is not None
-    counts: dict[str, dict[str, int]] = {}
+    existing = _cfg.existing
+    present: dict[str, int] = {}
     todo: list[int] = []
     for i, (label, digest) in enumerate(zip(labels, digests, strict=True)):
-        c = counts.setdefault(label, {"present": 0, "written": 0, "duplicate": 0})
-        index = _cfg.existing.get(label)
+        index = existing.get(label)
         if index is not None and digest in index.digests:
-            c["present"] += 1
+            present[label] = present.get(label, 0) + 1
         else:
             todo.append(i)
-    pngs = encode_pngs(pixels[todo]) if todo else []
-    dirs: dict[str, str] = {}  # label -> "staging/label/" (string ops: this loop is hot)
+    pngs = encode_pngs(pixels[todo] if len(todo) < len(labels) else pixels) if todo else []
+    # This loop runs once per new file: plain strings and local lookups only.
+    targets: dict[str, tuple[str, set[str]]] = {}
+    written: dict[str, int] = {}
+    duplicate: dict[str, int] = {}
     for i, png in zip(todo, pngs, strict=True):
         label = labels[i]
-        directory = dirs.get(label)
-        if directory is None:
-            directory = dirs[label] = f"{_cfg.staging}/{label}/"
-            if directory not in _made_dirs:
-                os.makedirs(directory, exist_ok=True)
-                _made_dirs.add(directory)
-        index = _cfg.existing.get(label)
-        name = file_name(digests[i], index.names if index is not None else frozenset())
+        target = targets.get(label)
+        if target is None:
+            target = targets[label] = _target(label)
+        directory, taken = target
+        digest = digests[i]
+        name = file_name(digest, taken) if taken else digest[:NAME_HEX] + ".png"
         if _write_file(directory + name, png):
-            counts[label]["written"] += 1
+            written[label] = written.get(label, 0) + 1
         else:
-            counts[label]["duplicate"] += 1
-    return counts
+            duplicate[label] = duplicate.get(label, 0) + 1
+    return {
+        label: {
+            "present": present.get(label, 0),
+            "written": written.get(label, 0),
+            "duplicate": duplicate.get(label, 0),
+        }
+        for label in dict.fromkeys(labels)
+    }
 
 
-def _convert_chunk(start_row: int, data: bytes) -> _ChunkResult:
+def _convert_chunk(chunk: Chunk) -> _ChunkResult:
     assert _cfg is not None
-    parsed = parse_chunk(start_row, data, _cfg.layout)
-    result = _ChunkResult(counts={}, bad=parsed.bad, blank=parsed.blank)
+    data = chunk if isinstance(chunk, bytes) else read_range(_cfg.csv_fd, _cfg.csv_path, *chunk)
+    parsed = parse_chunk(1, data, _cfg.layout)
+    result = _ChunkResult(counts={}, bad=parsed.bad, blank=parsed.blank, lines=parsed.lines)
     for label in parsed.labels:
         result.counts.setdefault(label, {"rows": 0})
         result.counts[label]["rows"] += 1
     if parsed.bad and _cfg.stop_on_bad:
         return result  # the run stops; writing would be wasted
-    digests = [content_digest(row) for row in parsed.pixels]
+    digests = content_digests(parsed.pixels)
     if _cfg.sampling:
         result.rows, result.labels, result.digests = parsed.rows, parsed.labels, digests
         result.pixels = parsed.pixels
@@ -413,6 +467,8 @@ def _convert(
     existing = index_existing(out, opts.workers, opts.quiet)
     cfg = _WorkerConfig(
         layout=layout,
+        csv_path=source.path,
+        csv_fd=source.fileno(),
         staging=str(staging),
         existing=existing,
         sampling=opts.per_label is not None,
@@ -423,6 +479,7 @@ def _convert(
     bad_count = 0
     blank = 0
     rows_done = 0
+    rows_before = 0  # data rows (lines) before the chunk being handled
     reservoir = _Reservoir(opts.per_label, opts.seed) if opts.per_label is not None else None
     window = max(2, 2 * opts.workers)
     pool = _executor(opts.workers, cfg)
@@ -433,20 +490,24 @@ def _convert(
             pool.submit(int).result()
         with report.progress(opts.quiet, in_bytes=True) as bar:
             task = bar.add_task(f"reading {source.path}", total=source.size or None)
-            pending: deque[Future[_ChunkResult]] = deque()
 
-            def handle(result: _ChunkResult) -> None:
-                nonlocal bad_count, blank, rows_done
+            def handle(result: _ChunkResult, end: int) -> None:
+                nonlocal bad_count, blank, rows_done, rows_before
+                base = rows_before
+                rows_before += result.lines
                 blank += result.blank
                 if result.bad:
                     if cfg.stop_on_bad:
                         row, reason = result.bad[0]
                         raise DataError(
-                            f"{source.path}: row {row}: {reason}; nothing was written "
+                            f"{source.path}: row {base + row}: {reason}; nothing was written "
                             "(fix the row, or pass --skip-bad to skip bad rows)"
                         )
                     bad_count += len(result.bad)
-                    bad_first.extend(result.bad[: SHOW_BAD - len(bad_first)])
+                    bad_first.extend(
+                        (base + row, reason)
+                        for row, reason in result.bad[: SHOW_BAD - len(bad_first)]
+                    )
                 for label, counts in result.counts.items():
                     stats.setdefault(label, LabelStats()).merge(counts)
                     rows_done += counts.get("rows", 0)
@@ -454,20 +515,31 @@ def _convert(
                     for row, label, digest, px in zip(
                         result.rows, result.labels, result.digests, result.pixels, strict=True
                     ):
-                        if not reservoir.offer(label, row, digest, px.tobytes()):
+                        if not reservoir.offer(label, base + row, digest, px.tobytes()):
                             stats[label].duplicate += 1
                 bar.update(
                     task,
-                    completed=source.position(),
+                    completed=end if end >= 0 else source.position(),
                     description=f"reading {source.path}: {rows_done:,} rows",
                 )
 
-            for start, data in iter_chunks(source, layout, head, opts.chunk_rows):
-                pending.append(pool.submit(_convert_chunk, start, data))
+            pending: deque[tuple[Future[_ChunkResult], int]] = deque()
+            chunks: Iterator[tuple[Chunk, int]]
+            if source.compressed:
+                chunks = (
+                    (data, -1)
+                    for _start, data in iter_chunks(source, layout, head, opts.chunk_rows)
+                )
+            else:
+                chunks = (((o, n), o + n) for o, n in iter_ranges(source, head, opts.chunk_rows))
+            for chunk, end in chunks:
+                pending.append((pool.submit(_convert_chunk, chunk), end))
                 if len(pending) >= window:
-                    handle(pending.popleft().result())
+                    future, done_at = pending.popleft()
+                    handle(future.result(), done_at)
             while pending:
-                handle(pending.popleft().result())
+                future, done_at = pending.popleft()
+                handle(future.result(), done_at)
             bar.update(task, completed=source.size)
 
             if reservoir is not None:

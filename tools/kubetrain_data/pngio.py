@@ -150,6 +150,15 @@ def content_digest(pixels: bytes | npt.NDArray[np.uint8]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def content_digests(pixels: npt.NDArray[np.uint8]) -> list[str]:
+    """content_digest of each row of an (n, PIXELS) array, without a copy per row."""
+    if not pixels.size:
+        return []
+    view = memoryview(np.ascontiguousarray(pixels, dtype=np.uint8)).cast("B")
+    sha256 = hashlib.sha256
+    return [sha256(view[i : i + PIXELS]).hexdigest() for i in range(0, len(view), PIXELS)]
+
+
 def file_name(digest: str, taken: frozenset[str] | set[str] = frozenset()) -> str:
     """The file name for content DIGEST, avoiding names in TAKEN.
 
