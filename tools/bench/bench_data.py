@@ -23,6 +23,16 @@ loaded machine wall time mostly measures the wait for a CPU, CPU time much less 
    Needs the platform env file named by KUBETRAIN_PLATFORM_ENV (tools/bench/run.py sets
    it); `--no-upload` skips this part explicitly. The bucket is removed afterwards.
 
+Deleting files is what the benchmark avoids. On an ext4 file system without a journal
+(this machine's), the kernel will not reuse an inode deleted less than 60 s ago -- 360 s
+while its inode-table block has unwritten changes, which new files keep making -- and
+checks candidates one by one (`recently_deleted` in fs/ext4/ialloc.c). After a big `rm -rf`
+that scan makes each file creation several times slower (measured here: about 20 us per
+file normally, 150-500 us in the minutes after deleting 500,000 files; `perf` shows
+`recently_deleted` and `find_inode_bit` on top). So the outputs are kept until the very
+end, each timed run starts after an (untimed) `sync`, and two runs of this benchmark (or
+of anything that deletes a big dataset) should be six minutes apart.
+
     python tools/bench/bench_data.py [--rows 60000] [--workers N] [--repeat 2]
                                      [--upload-files 2000] [--upload-workers 8]
                                      [--no-upload] [--tmp DIR]
@@ -382,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             outs = {"c": tmp / f"c{rnd}", "a": tmp / f"a{rnd}", "b": tmp / f"b{rnd}"}
             for key in ("c", "a", "b") if rnd % 2 == 0 else ("b", "a", "c"):
                 out = outs[key]
+                os.sync()  # not timed: each run starts with no dirty data of the one before
                 if key == "c":
                     wall, cpu, _ = measured(
                         lambda out=out: floor(pixels, labels, out, args.workers)
