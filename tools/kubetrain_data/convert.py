@@ -555,8 +555,8 @@ def _convert(
                     pool.submit(_write_batch, items[i : i + _WRITE_BATCH])
                     for i in range(0, len(items), _WRITE_BATCH)
                 ]
-                for future in futures:
-                    for label, counts in future.result().items():
+                for batch in futures:
+                    for label, counts in batch.result().items():
                         stats[label].merge(counts)
                         bar.advance(wtask, sum(counts.values()))
     except OSError as exc:

@@ -527,7 +527,8 @@ def _fast_rows(
     value += (tens * two).astype(np.int16) * 10
     value += (hundreds * three).astype(np.int16) * 100
     ok &= value <= 255
-    return ok.all(axis=1), value.astype(np.uint8), label_start, label_end
+    rows_ok = np.asarray(ok.all(axis=1), dtype=np.bool_)
+    return rows_ok, value.astype(np.uint8), label_start, label_end
 
 
 def parse_chunk(start_row: int, data: bytes, layout: Layout) -> ParsedChunk:

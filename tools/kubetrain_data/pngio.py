@@ -154,7 +154,7 @@ def content_digests(pixels: npt.NDArray[np.uint8]) -> list[str]:
     """content_digest of each row of an (n, PIXELS) array, without a copy per row."""
     if not pixels.size:
         return []
-    view = memoryview(np.ascontiguousarray(pixels, dtype=np.uint8)).cast("B")
+    view = memoryview(np.ascontiguousarray(pixels, dtype=np.uint8).data).cast("B")
     sha256 = hashlib.sha256
     return [sha256(view[i : i + PIXELS]).hexdigest() for i in range(0, len(view), PIXELS)]
 
