@@ -473,13 +473,16 @@ def _line_spans(buf: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.int64], npt.
 
 
 def _fast_rows(
-    buf: npt.NDArray[np.uint8],
+    digit: npt.NDArray[np.uint8],
     starts: npt.NDArray[np.int64],
     ends: npt.NDArray[np.int64],
     inner: npt.NDArray[np.int64],
     label_index: int,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8], list[int], list[int]]:
     """Vectorised parse of lines that have exactly N_COLUMNS-1 commas (INNER, one row each).
+
+    DIGIT is the chunk's bytes minus ord("0") (uint8, so digits are 0..9 and every other
+    byte wraps to 10 or more).
 
     Returns, per line: whether every pixel field is 1-3 ASCII digits with a value <= 255,
     the values (meaningful only where that holds), and the label field's start and end.
@@ -503,10 +506,9 @@ def _fast_rows(
         end = np.delete(field_end, label_index, axis=1)
     length = end - start
     del field_start, field_end, start
-    # Digits become 0..9; every other byte wraps to >= 10. A field of length L <= 3 is
-    # all digits exactly when its last L bytes are; shorter fields mask the bytes before
-    # them (a comma or a byte of the previous line) out of both the check and the value.
-    digit = buf - np.uint8(_ZERO)
+    # A field of length L <= 3 is all digits exactly when its last L bytes are; shorter
+    # fields mask the bytes before them (a comma or a byte of the previous line) out of
+    # both the check and the value.
     pos = end - 1
     ones = digit[pos]
     pos -= 1
@@ -560,6 +562,7 @@ def parse_chunk(start_row: int, data: bytes, layout: Layout) -> ParsedChunk:
         label_start: list[int] = []
         label_end: list[int] = []
         sep = N_COLUMNS - 1
+        digit = buf - np.uint8(_ZERO)
         # Blocks keep the int64 index arrays (block x 785 x 8 bytes) inside the L2 cache.
         for lo in range(0, len(well_formed), _BLOCK):
             lines = well_formed[lo : lo + _BLOCK]
@@ -570,7 +573,7 @@ def parse_chunk(start_row: int, data: bytes, layout: Layout) -> ParsedChunk:
             else:
                 inner = commas[(last - sep)[:, None] + np.arange(sep)]
             block_ok, block_values, block_start, block_end = _fast_rows(
-                buf, starts[lines], ends[lines], inner, layout.label_index
+                digit, starts[lines], ends[lines], inner, layout.label_index
             )
             ok[lo : lo + len(lines)] = block_ok
             values[lo : lo + len(lines)] = block_values

@@ -21,7 +21,6 @@ import zlib
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, UnidentifiedImageError
 
 SIDE = 28
 """Images are SIDE x SIDE pixels."""
@@ -106,12 +105,15 @@ def decode_gray28(data: bytes) -> bytes | None:
     """Pixels of a 28x28 8-bit grayscale PNG, or None for anything else (or not a PNG).
 
     Only such files can hold the same content as a CSV row, so nothing else is converted.
-    Damaged files (bad CRC, truncated) are None too. Files written by encode_png take a fast path (about 5x quicker than PIL); this matters
-    because csv-to-images decodes every existing file of OUT on each run.
+    Damaged files (bad CRC, truncated) are None too. Files written by encode_png take a
+    fast path (about 5x quicker than PIL); this matters because csv-to-images decodes every
+    existing file of OUT on each run.
     """
     own = _decode_own(data)
     if own is not None:
         return own
+    from PIL import Image, UnidentifiedImageError  # only here: keeps csv-to-images' start-up short
+
     try:
         # verify() checks every chunk's CRC up to IEND; plain loading is lenient (it reads
         # a truncated or CRC-damaged file), and such a file must not count as a copy.
@@ -134,6 +136,8 @@ def to_gray28(data: bytes) -> bytes | None:
     Same normalisation as serving/kubetrain_serving/preprocess.py, used by `mutate` on
     images that other tools may have written.
     """
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as img:
             gray = img.convert("L")
