@@ -329,6 +329,29 @@ def bench_upload(src: Path, files: int, workers: int, tmp: Path) -> list[str]:
     return lines
 
 
+def creation_probe(directory: Path, files: int = 2000) -> float:
+    """Microseconds per file to create FILES small files in a new directory (after a sync).
+
+    About 20-40 us on this machine's disk when it is settled; several times that in the
+    minutes after a big delete (see the module docstring), when (a)/(c) is not meaningful.
+    """
+    directory.mkdir()
+    os.sync()
+    data = b"x" * 200
+    t0 = time.perf_counter()
+    for i in range(files):
+        fd = os.open(directory / f"{i}.png", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    return (time.perf_counter() - t0) / files * 1e6
+
+
+SLOW_CREATE_US = 100.0
+"""Above this, the probe says the file system is in its slow after-delete state."""
+
+
 def cpu_seconds() -> float:
     """User+system CPU of this process and of all its waited-for descendants."""
     me = resource.getrusage(resource.RUSAGE_SELF)
@@ -381,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         small_csv = tmp / "small.csv"
         write_kaggle_csv(small_csv, pixels[:small_rows], labels[:small_rows])
         print(f"CSV: {csv.stat().st_size / 1e6:.1f} MB, {distinct:,} distinct rows", flush=True)
+        probe_before = creation_probe(tmp / "probe-before")
+        print(f"file creation probe: {probe_before:.0f} us/file", flush=True)
 
         times: dict[str, list[tuple[float, float]]] = {"a": [], "b": [], "c": []}
         counts: dict[str, int] = {}
@@ -419,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: run_cli(small_csv, tmp / "a-small", args.workers)
         )
         load_after = os.getloadavg()
+        probe_after = creation_probe(tmp / "probe-after")
         assert rss is not None
 
         tiny_csv = tmp / "tiny.csv"
@@ -466,6 +492,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{rss_small.worker_peak / mb:.0f} MiB on {small_rows:,} rows "
             f"(ratio main {rss.main_peak / max(1, rss_small.main_peak):.2f}, "
             f"worker {rss.worker_peak / max(1, rss_small.worker_peak):.2f})"
+        )
+        slow = max(probe_before, probe_after) > SLOW_CREATE_US
+        print(
+            f"file creation probe (2,000 files after a sync): {probe_before:.0f} us/file before, "
+            f"{probe_after:.0f} us/file after"
+            + (
+                f" -- above {SLOW_CREATE_US:.0f} us: the disk was still slow from an earlier delete, "
+                "so a/c is not representative; run again six minutes after the last big delete"
+                if slow
+                else ""
+            )
         )
         print(
             f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f} on "
