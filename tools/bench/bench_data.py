@@ -10,8 +10,8 @@ loaded machine wall time mostly measures the wait for a CPU, CPU time much less 
    pixel with +-16 levels of noise on the ink; rows shuffled; seeded). Not timed.
 2. (a) `kubetrain-data csv-to-images CSV --out A` as a real subprocess (includes
    interpreter start-up). Peak RSS of its main process and of its largest worker are
-   sampled every 20 ms, and compared with a run on a CSV one tenth the size: flat memory
-   means the two peaks are about equal.
+   sampled every 20 ms in an extra, untimed run (polling /proc costs CPU), and compared
+   with a run on a CSV one tenth the size: flat memory means the two peaks are about equal.
 3. (a2) The same command again on the same output: must write nothing.
 4. (b) Naive converter, in this process: `pandas.read_csv` + `iterrows` +
    `PIL.Image.save` per row, one process.
@@ -139,7 +139,11 @@ class PeakRss:
         self._thread.join()
 
 
-def run_cli(csv: Path, out: Path, workers: int) -> tuple[float, dict[str, Any], PeakRss]:
+def run_cli(
+    csv: Path, out: Path, workers: int, sample_rss: bool = False
+) -> tuple[float, dict[str, Any], PeakRss | None]:
+    """Run csv-to-images; SAMPLE_RSS polls its memory (never in a timed run: polling
+    /proc every 20 ms takes CPU from the two cores the converter is using)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -157,10 +161,11 @@ def run_cli(csv: Path, out: Path, workers: int) -> tuple[float, dict[str, Any], 
         stderr=subprocess.PIPE,
         text=True,
     )
-    rss = PeakRss(proc.pid)
+    rss = PeakRss(proc.pid) if sample_rss else None
     stdout, stderr = proc.communicate()
     elapsed = time.perf_counter() - t0
-    rss.stop()
+    if rss is not None:
+        rss.stop()
     if proc.returncode != 0:
         raise RuntimeError(f"csv-to-images failed ({proc.returncode}): {stderr.strip()}")
     return elapsed, json.loads(stdout), rss
@@ -409,11 +414,10 @@ def main(argv: list[str] | None = None) -> int:
 
         times: dict[str, list[tuple[float, float]]] = {"a": [], "b": [], "c": []}
         counts: dict[str, int] = {}
-        rss: PeakRss | None = None
         for rnd in range(args.repeat):
-            # Outputs are kept until the end: deleting 180,000 files between rounds loads
-            # the disk (discard) and slows the next round. Odd rounds run in reverse order
-            # so a drift in the machine's load does not favour one method.
+            # Outputs are kept until the end: deleting 180,000 files between rounds would
+            # slow every later file creation (see the module docstring). Odd rounds run in
+            # reverse order so a drift in the machine's load does not favour one method.
             outs = {"c": tmp / f"c{rnd}", "a": tmp / f"a{rnd}", "b": tmp / f"b{rnd}"}
             for key in ("c", "a", "b") if rnd % 2 == 0 else ("b", "a", "c"):
                 out = outs[key]
@@ -424,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     note = ""
                 elif key == "a":
-                    wall, cpu, (_, doc, rss) = measured(
+                    wall, cpu, (_, doc, _) = measured(
                         lambda out=out: run_cli(csv, out, args.workers)
                     )
                     verify_sample(out, pixels, labels)
@@ -440,12 +444,12 @@ def main(argv: list[str] | None = None) -> int:
         last_a = tmp / f"a{args.repeat - 1}"
         t_a2, cpu_a2, (_, doc2, _) = measured(lambda: run_cli(csv, last_a, args.workers))
         print(f"(a2) re-run: {t_a2:.2f} s, {doc2['totals']['written']} files written", flush=True)
-        _, _, (_, _, rss_small) = measured(
-            lambda: run_cli(small_csv, tmp / "a-small", args.workers)
-        )
         load_after = os.getloadavg()
         probe_after = creation_probe(tmp / "probe-after")
-        assert rss is not None
+        # Memory, in untimed runs of their own.
+        rss = run_cli(csv, tmp / "a-rss", args.workers, sample_rss=True)[2]
+        rss_small = run_cli(small_csv, tmp / "a-small", args.workers, sample_rss=True)[2]
+        assert rss is not None and rss_small is not None
 
         tiny_csv = tmp / "tiny.csv"
         write_kaggle_csv(tiny_csv, pixels[:1], labels[:1])
