@@ -161,3 +161,20 @@ def test_compressed_files_have_no_byte_ranges(tmp_path: Path) -> None:
         _, head = detect_layout(source)
         with pytest.raises(ValueError, match="uncompressed"):
             list(iter_ranges(source, head, 10))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"7," + b",".join([b"0"] * PIXELS) + b"\n",
+        b"\xef\xbb\xbf 7 ," + b",".join([b"0"] * (PIXELS - 1)) + b',"cat"\r\n',
+        b'"3",1,2,"x y" \n',
+        b"no commas at all",
+        b"\xff\xfe,bad utf-8,\xc3\n",
+    ],
+)
+def test_line_ends_matches_a_full_split(line: bytes) -> None:
+    from kubetrain_data.csvformat import _line_ends, _split_line
+
+    fields = _split_line(line)
+    assert _line_ends(line) == (len(fields), fields[0], fields[-1])

@@ -191,7 +191,24 @@ def _label_from_header(columns: list[str], requested: str | None) -> tuple[int, 
     )
 
 
-def _label_from_data(rows: list[list[str]], requested: str | None) -> tuple[int, str]:
+def _clean_field(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace").strip().strip('"').strip()
+
+
+def _line_ends(line: bytes) -> tuple[int, str, str]:
+    """(number of columns, first field, last field), normalised like _split_line.
+
+    All that guessing a headerless file's label column needs; splitting the 2,000
+    sampled lines into all 785 fields took 0.14 s of the start-up.
+    """
+    text = line.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n")
+    first = text.partition(b",")[0]
+    last = text.rpartition(b",")[2]
+    return text.count(b",") + 1, _clean_field(first), _clean_field(last)
+
+
+def _label_from_data(rows: list[tuple[int, str, str]], requested: str | None) -> tuple[int, str]:
+    """Label column of a headerless file from ROWS = _line_ends of sampled data lines."""
     if requested == "first":
         return 0, "label first"
     if requested == "last":
@@ -200,14 +217,14 @@ def _label_from_data(rows: list[list[str]], requested: str | None) -> tuple[int,
         raise DataError(
             f"--label-column {requested!r}: the file has no header, so use first or last"
         )
-    full = [r for r in rows if len(r) == N_COLUMNS]
+    full = [r for r in rows if r[0] == N_COLUMNS]
     if not full:
         raise DataError(
             f"cannot detect the layout: no line among the first {len(rows)} has "
             f"{N_COLUMNS} columns (a label and {PIXELS} pixels)"
         )
-    firsts = [r[0] for r in full]
-    lasts = [r[-1] for r in full]
+    firsts = [r[1] for r in full]
+    lasts = [r[2] for r in full]
     first_text = any(not _is_number(v) for v in firsts)
     last_text = any(not _is_number(v) for v in lasts)
     if first_text != last_text:
@@ -276,7 +293,7 @@ def detect_layout(
         columns: tuple[str, ...] = tuple(fields)
     else:
         data_lines = [first, *head]
-        sample = [_split_line(line) for line in data_lines if line.strip()]
+        sample = [_line_ends(line) for line in data_lines if line.strip()]
         label_index, how = _label_from_data(sample, label_column)
         columns = ()
     layout = Layout(
