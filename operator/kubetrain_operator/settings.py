@@ -78,6 +78,11 @@ class OperatorSettings:
     """With webhook notifications, how often the bucket is probed (HEAD); an outage followed
     by recovery triggers a resync, since events of that window may be lost."""
 
+    source_settle_seconds: float = 5.0
+    """After such a recovery, re-list once more this long after the first re-listing. A
+    restarted MinIO brings its notification targets online asynchronously, and events of
+    writes made in that gap are dropped (no queue dir), after the first re-listing ran."""
+
     default_image: str = "kubetrain-trainer:latest"
     """Trainer image when a DatasetWatch does not set `spec.training.image`."""
 
@@ -244,6 +249,7 @@ def _validated(s: OperatorSettings, environ: Mapping[str, str]) -> OperatorSetti
         "listen_read_timeout_seconds",
         "s3_timeout_seconds",
         "source_probe_seconds",
+        "source_settle_seconds",
     ):
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be > 0, not {getattr(s, name)}")

@@ -114,6 +114,7 @@ class WatchWorker:
         self.notify_message = "notifications not set up yet"
         self.route: Route | None = None
         self.probe_ok = True
+        self.settle_resync_at: float | None = None
         self.next_probe = 0.0
         self.connects_covered = 0
         self.resync_due = False
@@ -260,7 +261,14 @@ class WatchWorker:
             self.probe_ok = True
             self.log.info("source is back: re-listing (events of the outage may be lost)")
             self.resync_due = True
+            self.settle_resync_at = now + self.s.source_settle_seconds
             self._ensure_subscription()
+        elif self.settle_resync_at is not None and now >= self.settle_resync_at:
+            # Writes made while MinIO was still bringing its webhook target online were
+            # neither notified nor, if they came after the first re-listing, listed.
+            self.settle_resync_at = None
+            self.log.info("re-listing once more now that notifications have had time to settle")
+            self.resync_due = True
 
     def _report_invalid_spec(self, message: str) -> None:
         self.log.warning("invalid spec: %s", message)
