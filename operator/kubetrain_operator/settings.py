@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--webhook-arn", help="MinIO webhook target ARN (arn:minio:sqs::KUBETRAIN:webhook)"
     )
     parser.add_argument("--source-probe-seconds", type=float)
+    parser.add_argument("--source-settle-seconds", type=float)
     parser.add_argument("--default-image", help="trainer image when spec.training.image is unset")
     parser.add_argument("--default-mlflow-uri", help="MLflow URI when the watch sets none")
     parser.add_argument("--trainer-uid", type=int, help="UID/GID of the training pod (10001)")

@@ -198,3 +198,25 @@ def test_settings_flags_env_defaults() -> None:
         load_settings(
             [], {"KUBETRAIN_OPERATOR_NAMESPACES": "a", "KUBETRAIN_OPERATOR_ALL_NAMESPACES": "1"}
         )
+
+
+def test_every_setting_has_a_flag() -> None:
+    """The settings module promises a CLI flag per field (namespaces is -n/--namespace;
+    the webhook token is env-only so it never shows in a process list)."""
+    from dataclasses import fields
+
+    from kubetrain_operator.settings import OperatorSettings, build_parser
+
+    options = {o for action in build_parser()._actions for o in action.option_strings}
+    missing = [
+        f.name
+        for f in fields(OperatorSettings)
+        if "--" + f.name.replace("_", "-") not in options
+        and f.name not in ("namespaces", "webhook_token")
+    ]
+    assert missing == []
+    assert "--namespace" in options
+    s = load_settings(["--source-settle-seconds", "2.5"], {})
+    assert s.source_settle_seconds == 2.5
+    with pytest.raises(ValueError, match="source_settle_seconds must be > 0"):
+        load_settings([], {"KUBETRAIN_OPERATOR_SOURCE_SETTLE_SECONDS": "0"})
