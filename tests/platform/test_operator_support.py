@@ -22,7 +22,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,8 @@ import pytest
 import yaml
 from kubetrain_operator import contract
 from kubetrain_operator.kube import Kube, KubeError
+from kubetrain_platform.minio_server import StandaloneMinio
+from kubetrain_platform.platform import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "charts" / "kubetrain" / "crds"
@@ -58,12 +59,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         f"timed out after {timeout}s waiting for {what}"
         + (f" (last error: {last_exc})" if last_exc else "")
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -338,80 +333,20 @@ def operators(
             print("\n".join(made[-1].logs().splitlines()[-200:]))
 
 
-class PrivateMinio:
-    """A MinIO server of our own (same binary as the platform) that a test may restart.
-
-    Its webhook target `KUBETRAIN` (no queue dir: immediate delivery) posts to the test's
-    operator on 127.0.0.1:<webhook_port>/minio/events.
-    """
-
-    def __init__(self, bin_dir: Path, data: Path, webhook_port: int) -> None:
-        self.bin = bin_dir / "minio"
-        self.data = data
-        self.port = free_port()
-        self.console = free_port()
-        self.webhook_port = webhook_port
-        self.user, self.password = "kubetrain-test", "kubetrain-test-secret"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def client(self) -> Any:
-        from minio import Minio
-
-        return Minio(
-            f"127.0.0.1:{self.port}", access_key=self.user, secret_key=self.password, secure=False
-        )
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "MINIO_ROOT_USER": self.user,
-            "MINIO_ROOT_PASSWORD": self.password,
-            "MINIO_UPDATE": "off",
-            "MINIO_BROWSER": "off",
-            "MINIO_NOTIFY_WEBHOOK_ENABLE_KUBETRAIN": "on",
-            "MINIO_NOTIFY_WEBHOOK_ENDPOINT_KUBETRAIN": (
-                f"http://127.0.0.1:{self.webhook_port}/minio/events"
-            ),
-        }
-        with open(self.data.parent / "minio.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(self.bin),
-                    "server",
-                    str(self.data),
-                    f"--address=127.0.0.1:{self.port}",
-                    f"--console-address=127.0.0.1:{self.console}",
-                    "--quiet",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-
-        def ready() -> bool:
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/minio/health/ready", timeout=1) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        wait_for(ready, 60, "private MinIO ready")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+PrivateMinio = StandaloneMinio
+"""The tests' name for it: a MinIO of the test's own whose KUBETRAIN webhook target posts to
+the test's operator; a test may kill (SIGKILL) and start it again."""
 
 
 @pytest.fixture
 def private_minio(platform: Any, tmp_path: Path, webhook_port: int) -> Iterator[PrivateMinio]:
-    server = PrivateMinio(Path(platform.bin_dir), tmp_path / "minio-data", webhook_port)
-    server.data.mkdir()
-    server.start()
+    server = StandaloneMinio(
+        Path(platform.bin_dir),
+        tmp_path / "minio-data",
+        "kubetrain-test",
+        "kubetrain-test-secret",
+        {"KUBETRAIN": f"http://127.0.0.1:{webhook_port}/minio/events"},
+    ).start()
     yield server
     server.kill()
 

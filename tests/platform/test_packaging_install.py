@@ -22,7 +22,6 @@ import functools
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from typing import Any, cast
 import gen_manifests
 import pytest
 import yaml
+from kubetrain_platform.platform import free_port
 
 pytestmark = pytest.mark.platform
 
@@ -626,12 +626,6 @@ def test_namespaced_install_acts_only_in_its_namespaces(
 
 
 # ------------------------------------------------------------------------------ the operator under its own RBAC
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sa_kubeconfig(kube: Any, platform: Any, namespace: str, path: Path) -> Path:

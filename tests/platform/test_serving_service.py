@@ -15,7 +15,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+from kubetrain_platform.platform import free_port
 
 pytestmark = [pytest.mark.platform, pytest.mark.slow]
 
@@ -138,14 +138,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(bento: str, home: Path, log: Path, **env: str) -> Server:
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable, "-m", "kubetrain_serving.cli", "--bento", bento, "--bentoml-home", str(home),
         "--host", "127.0.0.1", "--port", str(port),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import random
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import urllib3
 from kubetrain_data import mutate, pngio, s3util
 from kubetrain_data.errors import DataError
 from kubetrain_data.settings import S3Location, S3Settings
+from kubetrain_platform.platform import free_port
 from minio.error import S3Error, ServerError
 from PIL import Image
 
@@ -150,18 +150,12 @@ def test_retry_policy() -> None:
     assert not s3util.is_transient(ValueError("x"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_unreachable_minio_is_one_clear_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "d" / "3").mkdir(parents=True)
     (tmp_path / "d" / "3" / "a.png").write_bytes(pngio.encode_png(bytes(784)))
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MINIO_ENDPOINT", endpoint)
     monkeypatch.setenv("MINIO_ACCESS_KEY", "some-access")
     monkeypatch.setenv("MINIO_SECRET_KEY", "do-not-print-me")

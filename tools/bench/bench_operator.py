@@ -41,6 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from kubetrain_platform.envfile import read_env_file
+from kubetrain_platform.minio_server import StandaloneMinio
+from kubetrain_platform.platform import free_port
+
+BENCH_CREDENTIALS = ("kubetrain-bench", "kubetrain-bench-secret")
+"""Root user and password of the benchmark's own MinIO servers (loopback only)."""
 
 REPO = Path(__file__).resolve().parents[2]
 for sub in ("operator", "tools"):
@@ -74,92 +79,6 @@ def ratio(a: float, b: float) -> str:
 
 
 # ----------------------------------------------------------------------------- servers
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class BenchMinio:
-    """A MinIO of the benchmark's own (the platform's binary, loopback, data under
-    .kubetrain/bench) with two webhook targets: KUBETRAIN -> the operator, BENCH -> the bare
-    baseline receiver. Neither has a queue dir: events are posted as they happen."""
-
-    user, password = "kubetrain-bench", "kubetrain-bench-secret"
-
-    def __init__(
-        self, bin_dir: Path, data: Path, operator_port: int = 0, bare_port: int = 0
-    ) -> None:
-        self.bin = bin_dir / "minio"
-        self.data = data
-        self.port, self.console = free_port(), free_port()
-        self.operator_port, self.bare_port = operator_port, bare_port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def env(self) -> dict[str, str]:
-        return {
-            "MINIO_ENDPOINT": self.endpoint,
-            "MINIO_ACCESS_KEY": self.user,
-            "MINIO_SECRET_KEY": self.password,
-        }
-
-    def start(self) -> BenchMinio:
-        import urllib.request
-
-        self.data.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "MINIO_ROOT_USER": self.user,
-            "MINIO_ROOT_PASSWORD": self.password,
-            "MINIO_UPDATE": "off",
-            "MINIO_BROWSER": "off",
-        }
-        if self.operator_port:
-            env["MINIO_NOTIFY_WEBHOOK_ENABLE_KUBETRAIN"] = "on"
-            env["MINIO_NOTIFY_WEBHOOK_ENDPOINT_KUBETRAIN"] = (
-                f"http://127.0.0.1:{self.operator_port}/minio/events"
-            )
-        if self.bare_port:
-            env["MINIO_NOTIFY_WEBHOOK_ENABLE_BENCH"] = "on"
-            env["MINIO_NOTIFY_WEBHOOK_ENDPOINT_BENCH"] = f"http://127.0.0.1:{self.bare_port}/events"
-        with open(self.data.parent / "minio.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(self.bin),
-                    "server",
-                    str(self.data),
-                    f"--address=127.0.0.1:{self.port}",
-                    f"--console-address=127.0.0.1:{self.console}",
-                    "--quiet",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/minio/health/ready", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("bench MinIO did not become ready")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 class BareReceiver:
     """Baseline: a bare webhook receiver recording when each key's event arrives."""
 
@@ -235,8 +154,15 @@ def latency_run(env: dict[str, str], rate: int, seconds: float, log_dir: Path) -
     ns, bucket, watch = f"bench-{tag}", f"bench-lat-{tag}", "bench"
     op_port, bare_port = free_port(), free_port()
     bare = BareReceiver(bare_port)
-    server = BenchMinio(
-        Path(env["KUBETRAIN_BIN"]), log_dir / f"minio-lat-{tag}" / "data", op_port, bare_port
+    # Two webhook targets: KUBETRAIN -> the operator, BENCH -> the bare baseline receiver.
+    server = StandaloneMinio(
+        Path(env["KUBETRAIN_BIN"]),
+        log_dir / f"minio-lat-{tag}" / "data",
+        *BENCH_CREDENTIALS,
+        {
+            "KUBETRAIN": f"http://127.0.0.1:{op_port}/minio/events",
+            "BENCH": f"http://127.0.0.1:{bare_port}/events",
+        },
     ).start()
     menv = server.env()
     minio = minio_client(menv)
@@ -575,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     if not args.skip_resync:
         print("== resync (baseline: bare list_objects loop keeping nothing) ==")
-        server = BenchMinio(Path(env["KUBETRAIN_BIN"]), log_dir / "minio-resync" / "data").start()
+        server = StandaloneMinio(
+            Path(env["KUBETRAIN_BIN"]), log_dir / "minio-resync" / "data", *BENCH_CREDENTIALS
+        ).start()
         child_env = log_dir / "minio-resync" / "bench.env"
         child_env.write_text("".join(f"{k}={v}\n" for k, v in server.env().items()))
         try:

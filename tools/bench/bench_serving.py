@@ -29,7 +29,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from kubetrain_platform.platform import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 for _sub in ("serving", "tools", "trainer"):
@@ -141,12 +142,6 @@ def serve_baseline(model_path: str, port: int) -> None:
 
 
 # --- process handling ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
