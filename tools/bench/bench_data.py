@@ -271,49 +271,14 @@ def bench_upload(src: Path, files: int, workers: int, tmp: Path) -> list[str]:
         **os.environ,
         **{k: penv[k] for k in ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")},
     }
-    lines = []
-    rates = {}
-    try:
-        for n in (1, workers):
-            t0 = time.perf_counter()
-            proc = subprocess.run(
-                [
-                    CLI,
-                    "upload",
-                    str(subset),
-                    f"s3://{bucket}/w{n}",
-                    "--workers",
-                    str(n),
-                    "--create-bucket",
-                    "--quiet",
-                    "--json",
-                ],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=1800,
-            )
-            elapsed = time.perf_counter() - t0
-            if proc.returncode != 0:
-                raise RuntimeError(f"upload failed: {proc.stderr.strip()}")
-            uploaded = json.loads(proc.stdout)["totals"]["uploaded"]
-            assert uploaded == picked, (uploaded, picked)
-            rates[n] = uploaded / elapsed
-            lines.append(
-                f"upload, {n:>2} worker(s): {uploaded} objects in {elapsed:.2f} s = {rates[n]:.0f} objects/s"
-            )
-        # the skip path: everything unchanged
+
+    def upload(prefix: str, n: int) -> tuple[float, dict[str, int]]:
+        """(seconds, totals) of one `kubetrain-data upload` run with N workers."""
         t0 = time.perf_counter()
         proc = subprocess.run(
             [
-                CLI,
-                "upload",
-                str(subset),
-                f"s3://{bucket}/w{workers}",
-                "--workers",
-                str(workers),
-                "--quiet",
-                "--json",
+                *(CLI, "upload", str(subset), f"s3://{bucket}/{prefix}"),
+                *("--workers", str(n), "--create-bucket", "--quiet", "--json"),
             ],
             env=env,
             capture_output=True,
@@ -321,9 +286,27 @@ def bench_upload(src: Path, files: int, workers: int, tmp: Path) -> list[str]:
             timeout=1800,
         )
         elapsed = time.perf_counter() - t0
-        unchanged = json.loads(proc.stdout)["totals"]["unchanged"] if proc.returncode == 0 else -1
+        if proc.returncode != 0:
+            raise RuntimeError(f"upload failed: {proc.stderr.strip()}")
+        totals: dict[str, int] = json.loads(proc.stdout)["totals"]
+        return elapsed, totals
+
+    lines = []
+    rates = {}
+    try:
+        for n in (1, workers):
+            elapsed, totals = upload(f"w{n}", n)
+            uploaded = totals["uploaded"]
+            assert uploaded == picked, (uploaded, picked)
+            rates[n] = uploaded / elapsed
+            lines.append(
+                f"upload, {n:>2} worker(s): {uploaded} objects in {elapsed:.2f} s = {rates[n]:.0f} objects/s"
+            )
+        # the skip path: everything unchanged
+        elapsed, totals = upload(f"w{workers}", workers)
+        assert totals["unchanged"] == picked, (totals, picked)
         lines.append(
-            f"re-upload (all unchanged, {workers} workers): {unchanged} skipped in {elapsed:.2f} s"
+            f"re-upload (all unchanged, {workers} workers): {totals['unchanged']} skipped in {elapsed:.2f} s"
         )
         lines.append(f"upload speed-up {workers} workers vs 1: {rates[workers] / rates[1]:.2f}x")
     finally:

@@ -336,9 +336,10 @@ def iter_ranges(source: CsvSource, head: list[bytes], chunk_rows: int) -> Iterat
         raise ValueError("byte ranges need an uncompressed file")
     fd = source.fileno()
     try:
-        offset = source.stream.tell() - sum(len(line) for line in head)
+        head_bytes = sum(len(line) for line in head)
+        offset = source.stream.tell() - head_bytes
         size = os.fstat(fd).st_size
-        line_bytes = max(1, sum(len(line) for line in head) // max(1, len(head)))
+        line_bytes = max(1, head_bytes // max(1, len(head)))
         target = max(1, chunk_rows) * line_bytes
         while offset < size:
             end = min(offset + target, size)
