@@ -1,9 +1,15 @@
-"""Fixtures the operator's platform test modules share (defined in test_operator_support.py).
+"""Fixtures shared by the platform test modules.
 
-Re-exported once here instead of in every module that needs them; a module that defines a
-fixture of the same name (test_packaging_install.py's `crds`) keeps its own, as pytest prefers
-module-level fixtures over conftest ones.
+The operator's (defined in test_operator_support.py) are re-exported once here instead of in
+every module that needs them; a module that defines a fixture of the same name
+(test_packaging_install.py's `crds`) keeps its own, as pytest prefers module-level fixtures
+over conftest ones. The dataset tools' two fixtures are defined here.
 """
+
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.platform.test_operator_support import (  # noqa: F401
     crds,
@@ -14,3 +20,16 @@ from tests.platform.test_operator_support import (  # noqa: F401
     source,
     webhook_port,
 )
+from tests.unit.test_data_helpers import make_dataset, use_platform_minio
+
+
+@pytest.fixture
+def s3env(platform: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """MINIO_* of the shared platform in the environment, as `kubetrain-data` reads them."""
+    return use_platform_minio(platform, monkeypatch)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """60 real digits as OUT/<label>/<hash>.png (6 per label)."""
+    return make_dataset(tmp_path, capsys)

@@ -10,23 +10,13 @@ from typing import Any
 import pytest
 from kubetrain_data.pngio import decode_gray28
 
-from tests.unit.test_data_helpers import make_dataset, run, use_platform_minio
+from tests.unit.test_data_helpers import run
 
 pytestmark = pytest.mark.platform
 
 
 def _listing(minio: Any, bucket: str) -> dict[str, str]:
     return {o.object_name: o.etag.strip('"') for o in minio.list_objects(bucket, recursive=True)}
-
-
-@pytest.fixture
-def s3env(platform: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return use_platform_minio(platform, monkeypatch)
-
-
-@pytest.fixture
-def dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    return make_dataset(tmp_path, capsys)
 
 
 @pytest.fixture

@@ -10,20 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_data_helpers import make_dataset, run, run_json, use_platform_minio
+from tests.unit.test_data_helpers import run, run_json
 
 pytestmark = pytest.mark.platform
-
-
-@pytest.fixture
-def s3env(platform: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    return use_platform_minio(platform, monkeypatch)
-
-
-@pytest.fixture
-def dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    """60 real digits as OUT/<label>/<hash>.png (6 per label)."""
-    return make_dataset(tmp_path, capsys)
 
 
 def _remote(minio: Any, bucket: str, prefix: str = "") -> dict[str, tuple[str, Any]]:
