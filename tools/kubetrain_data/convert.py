@@ -526,10 +526,7 @@ def _convert(
             pending: deque[tuple[Future[_ChunkResult], int]] = deque()
             chunks: Iterator[tuple[Chunk, int]]
             if source.compressed:
-                chunks = (
-                    (data, -1)
-                    for _start, data in iter_chunks(source, layout, head, opts.chunk_rows)
-                )
+                chunks = ((data, -1) for data in iter_chunks(source, head, opts.chunk_rows))
             else:
                 chunks = (((o, n), o + n) for o, n in iter_ranges(source, head, opts.chunk_rows))
             for chunk, end in chunks:

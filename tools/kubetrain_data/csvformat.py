@@ -305,12 +305,12 @@ def detect_layout(
     return layout, data_lines
 
 
-def iter_chunks(
-    source: CsvSource, layout: Layout, head: list[bytes], chunk_rows: int
-) -> Iterator[tuple[int, bytes]]:
-    """Yield (first data-row number, bytes of up to CHUNK_ROWS whole lines)."""
+def iter_chunks(source: CsvSource, head: list[bytes], chunk_rows: int) -> Iterator[bytes]:
+    """Yield the bytes of up to CHUNK_ROWS whole lines at a time, HEAD's lines first.
+
+    For gzip files, which can only be read from the start (plain files use iter_ranges).
+    """
     lines: Iterator[bytes] = itertools.chain(head, source.stream)
-    row = 1
     while True:
         try:
             batch = list(itertools.islice(lines, chunk_rows))
@@ -320,8 +320,7 @@ def iter_chunks(
             return
         if not batch[-1].endswith(b"\n"):
             batch[-1] += b"\n"
-        yield row, b"".join(batch)
-        row += len(batch)
+        yield b"".join(batch)
 
 
 def iter_ranges(source: CsvSource, head: list[bytes], chunk_rows: int) -> Iterator[tuple[int, int]]:
