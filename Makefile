@@ -45,7 +45,7 @@ platform-status: ## what runs and where
 lint: install ## ruff (lint + format check) and mypy on the core modules
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy operator/kubetrain_operator tools/kubetrain_data tools/kubetrain_platform tools/kubetrain_nodeagent tools/kubetrain_loadgen trainer/kubetrain_trainer serving/kubetrain_serving tools/gen_manifests.py
+	$(BIN)/mypy operator/kubetrain_operator tools/kubetrain_data tools/kubetrain_platform tools/kubetrain_loadgen trainer/kubetrain_trainer serving/kubetrain_serving tools/gen_manifests.py
 
 manifests: install ## regenerate manifests/ from charts/kubetrain (a test fails when they drift)
 	$(BIN)/python tools/gen_manifests.py

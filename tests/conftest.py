@@ -1,7 +1,11 @@
 """Shared fixtures: one real local platform per test run, a namespace and a bucket per test.
 
-`platform` starts a private platform (fresh state dir, free ports) once per session so a
-test run never collides with a running demo, and stops it at the end. With
+`platform` starts a private platform (fresh state dir, free ports, its own node network
+index, bridge, containerd and kubelet paths) once per session, and stops it at the end. Only
+one node can run on a machine at a time (kube-proxy's iptables chains are the host's), so a
+test run started while the demo's node runs stops at once and says which state dir holds the
+machine. Modules marked `own_node` start and stop platforms of their own: they are ordered
+before everything else, while the session platform does not exist yet. With
 KUBETRAIN_PLATFORM_ENV pointing at an existing platform.env it reuses that platform
 instead (fast inner loop for developers). Missing binaries are a loud error, never a skip:
 the platform is part of what the suite tests.
@@ -55,6 +59,10 @@ class PlatformInfo:
 
     def tool(self, name: str) -> str:
         return str(self.bin_dir / name)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: 0 if item.get_closest_marker("own_node") else 1)
 
 
 @pytest.fixture(scope="session")

@@ -519,10 +519,6 @@ def _container(
         return {"valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
     env: list[dict[str, Any]] = [
-        # The server binds its pod IP rather than 0.0.0.0: on a node whose pods share the
-        # host network (the local node agent), two replicas of a rolling update would
-        # otherwise collide on the port.
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "KUBETRAIN_BENTO_URI", "value": release.bento_uri},
         {"name": "KUBETRAIN_MODEL_NAME", "value": release.model_name},
         {"name": "KUBETRAIN_MODEL_VERSION", "value": release.model_version},
@@ -559,7 +555,9 @@ def _container(
         "image": target.image,
         "imagePullPolicy": serving.image_pull_policy,
         "command": list(SERVE_COMMAND),
-        "args": ["--bento", release.bento_uri, "--port", str(serving.port), "--host", "$(POD_IP)"],
+        # kubetrain-serve listens on 0.0.0.0 (its default): every pod has its own network
+        # namespace, so replicas never share a port.
+        "args": ["--bento", release.bento_uri, "--port", str(serving.port)],
         "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
         "env": env,
         "resources": dict(serving.resources)

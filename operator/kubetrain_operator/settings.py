@@ -254,6 +254,10 @@ def _validated(s: OperatorSettings, environ: Mapping[str, str]) -> OperatorSetti
     ):
         if getattr(s, name) <= 0:
             raise ValueError(f"{name} must be > 0, not {getattr(s, name)}")
+    if not 1 <= s.trainer_uid <= 2**31 - 1:
+        # UID 0 would make every training and serving pod fail PodSecurity "restricted"
+        # (and `runAsNonRoot` makes the kubelet refuse to start it).
+        raise ValueError(f"trainer_uid must be a non-root UID (1..2147483647), not {s.trainer_uid}")
     if not s.webhook_path.startswith("/"):
         raise ValueError(f"webhook_path must start with '/', not {s.webhook_path!r}")
     if s.listen_ping_seconds < 1:

@@ -1,6 +1,6 @@
 """End to end: upload -> training Job -> MLflow/Bento -> rollout -> predictions through the Ingress.
 
-One long scenario on its own platform with the node agent (pods really run as processes),
+One long scenario on its own platform with a real node (kubelet + containerd run the pods),
 driven only through the product's public surfaces (helm, kubetrain-data, the Kubernetes API,
 HTTP through the local ingress). Asserts, in order:
 1. the first model version is served through the Ingress, with sane accuracy;

@@ -416,8 +416,8 @@ def test_install_upgrade_uninstall_cluster_scope(
         namespace,
         "--set",
         f"operator.peering.name={peering}",
-        # No operator process: should a node agent run pods, a cluster-wide operator from
-        # this test must not act on other tests' DatasetWatches.
+        # No operator process: should a node run pods, a cluster-wide operator from this
+        # test must not act on other tests' DatasetWatches.
         "--set",
         "operator.replicas=0",
         "--timeout",

@@ -270,9 +270,9 @@ class Env:
                 body={
                     "status": {
                         "phase": "Running",
-                        # Only loopback is allowed as a target here; a fake IP, never contacted,
-                        # outside the node agent's default range 127.0.0.0/24.
-                        "podIP": f"127.0.255.{10 + i}",
+                        # A fake pod IP, never contacted: TEST-NET-1 (RFC 5737), outside any
+                        # pod network a real node could hand out.
+                        "podIP": f"192.0.2.{10 + i}",
                         "startTime": now,
                         "conditions": [
                             {"type": t, "status": "True", "lastTransitionTime": now}
@@ -383,7 +383,9 @@ def test_promotion_creates_then_updates_serving_objects(env: Env) -> None:
     c = pod["containers"][0]
     assert c["image"] == "kubetrain-trainer:test"
     assert c["command"] == ["kubetrain-serve"]
-    assert c["args"] == ["--bento", env.uri(1), "--port", "3000", "--host", "$(POD_IP)"]
+    # kubetrain-serve's default host 0.0.0.0: the pod has its own network namespace.
+    assert c["args"] == ["--bento", env.uri(1), "--port", "3000"]
+    assert "POD_IP" not in {e["name"] for e in c["env"]}
     assert c["ports"][0]["name"] == "http" and c["ports"][0]["containerPort"] == 3000
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/livez"

@@ -1,4 +1,4 @@
-"""The training Job spec: name, ownership, command, env contract, failure policy."""
+"""The training Job spec: name, ownership, command, env contract, failure policy, PodSecurity."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 from kubetrain_operator import contract
 from kubetrain_operator.jobspec import build_job, job_name, run_number
 from kubetrain_operator.spec import parse_watch
+
+from .psa import restricted_violations
 
 WATCH: dict[str, Any] = {
     "apiVersion": "kubetrain.dev/v1alpha1",
@@ -150,3 +152,36 @@ def test_defaults_from_operator_settings() -> None:
     env = env_of(job)
     assert env["MLFLOW_TRACKING_URI"] == "http://ml:5000"
     assert env["KUBETRAIN_MODEL_NAME"] == "mnist" and env["KUBETRAIN_EXPERIMENT"] == "mnist"
+
+
+def test_training_pod_passes_pod_security_restricted() -> None:
+    """The Job's pod is admitted by PodSecurity "restricted": non-root (pod level, and the UID is
+    never 0), seccomp RuntimeDefault, no privilege escalation, every capability dropped, only an
+    emptyDir volume, no host namespaces or host ports."""
+    minimal = parse_watch({**WATCH, "spec": {**WATCH["spec"], "training": {}}})
+    for spec, uid in ((parse_watch(WATCH), 10001), (minimal, 4242)):
+        job = build_job(
+            spec,
+            run=1,
+            manifest_key="k",
+            dataset_digest="d",
+            trigger_reason="initial",
+            default_image="img",
+            default_mlflow_uri="http://ml:5000",
+            trainer_uid=uid,
+        )
+        pod = job["spec"]["template"]["spec"]
+        assert restricted_violations(pod) == []
+        psc = pod["securityContext"]
+        assert psc["runAsNonRoot"] is True
+        assert psc["runAsUser"] == psc["runAsGroup"] == psc["fsGroup"] == uid
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+        [c] = pod["containers"]
+        assert c["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+        }
+        assert pod["volumes"] == [{"name": "scratch", "emptyDir": {}}]
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod)
+        assert all("hostPort" not in port for port in c.get("ports", []))

@@ -194,6 +194,10 @@ def test_settings_flags_env_defaults() -> None:
     assert load_settings([], {"POD_NAMESPACE": "z"}).namespaces == ("z",)
     with pytest.raises(ValueError, match="KUBETRAIN_OPERATOR_HEALTH_PORT"):
         load_settings([], {"KUBETRAIN_OPERATOR_HEALTH_PORT": "http"})
+    # Training and serving pods must stay PodSecurity "restricted": never UID 0.
+    assert load_settings(["--trainer-uid", "2000"], {}).trainer_uid == 2000
+    with pytest.raises(ValueError, match="trainer_uid must be a non-root UID"):
+        load_settings(["--trainer-uid", "0"], {})
     with pytest.raises(ValueError, match="mutually exclusive"):
         load_settings(
             [], {"KUBETRAIN_OPERATOR_NAMESPACES": "a", "KUBETRAIN_OPERATOR_ALL_NAMESPACES": "1"}

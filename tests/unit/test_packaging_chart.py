@@ -18,6 +18,8 @@ import gen_manifests
 import pytest
 import yaml
 
+from .psa import restricted_violations
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubetrain"
 CI = CHART / "ci"
@@ -205,6 +207,35 @@ def test_every_container_sets_command_and_runs_locked_down(
             writable = {m["mountPath"] for m in c.get("volumeMounts", [])}
             if obj["kind"] != "Pod":  # the helm test pod only reads
                 assert "/tmp" in writable, f"{where}: read-only root needs a /tmp volume"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_pod_passes_pod_security_restricted(
+    scenarios: dict[str, list[Obj]], scenario: str
+) -> None:
+    """The operator, MinIO, MLflow and helm-test pods are admitted by PodSecurity "restricted"
+    (the namespace of manifests/ enforces it): no host namespaces, ports or paths, only
+    restricted volume types (a StatefulSet's claims become persistentVolumeClaim volumes)."""
+    pods = [o for o in scenarios[scenario] if o["kind"] in POD_KINDS]
+    assert pods, scenario
+    for obj in pods:
+        spec = pod_spec(obj)
+        claims = [
+            {"name": t["metadata"]["name"], "persistentVolumeClaim": {"claimName": "x"}}
+            for t in obj["spec"].get("volumeClaimTemplates", [])
+        ]
+        spec = {**spec, "volumes": [*spec.get("volumes", []), *claims]}
+        where = f"{scenario}: {obj['kind']}/{obj['metadata']['name']}"
+        assert restricted_violations(spec) == [], where
+
+
+def test_pod_security_covers_every_component(scenarios: dict[str, list[Obj]]) -> None:
+    components = {
+        o["metadata"]["labels"]["app.kubernetes.io/component"]
+        for o in scenarios["default"]
+        if o["kind"] in POD_KINDS
+    }
+    assert components == {"operator", "minio", "mlflow", "test"}
 
 
 def test_operator_deployment_probes_ports_and_recreate(scenarios: dict[str, list[Obj]]) -> None:

@@ -16,6 +16,9 @@ from kubetrain_operator.rollout import (
     RolloutState,
     ServingSpecError,
 )
+from kubetrain_serving.cli import parse_args as serve_args
+
+from .psa import restricted_violations
 
 SETTINGS = RolloutSettings()
 V1 = Release("s3://data/.kubetrain/bentos/mnist-1.bento", "1", "mnist")
@@ -214,7 +217,8 @@ def test_deployment_spec() -> None:
     [c] = pod["containers"]
     assert c["image"] == "registry.local/kubetrain-trainer:1.2"
     assert c["command"] == ["kubetrain-serve"]
-    assert c["args"] == ["--bento", V2.bento_uri, "--port", "8080", "--host", "$(POD_IP)"]
+    # No --host: kubetrain-serve listens on 0.0.0.0 in the pod's own network namespace.
+    assert c["args"] == ["--bento", V2.bento_uri, "--port", "8080"]
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert c["resources"] == {
         "requests": {"cpu": "1", "memory": "1Gi"},
@@ -229,6 +233,7 @@ def test_deployment_spec() -> None:
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"] == {"drop": ["ALL"]}
     env = env_of(c)
+    assert "POD_IP" not in env
     assert env["KUBETRAIN_BENTO_URI"]["value"] == V2.bento_uri
     assert env["KUBETRAIN_MODEL_VERSION"]["value"] == "2"
     assert env["BENTOML_DO_NOT_TRACK"]["value"] == "true"
@@ -257,6 +262,67 @@ def test_default_resources_when_unset() -> None:
         "requests": {"cpu": "250m", "memory": "512Mi"},
         "limits": {"memory": "2Gi"},
     }
+
+
+def test_serving_pod_listens_on_all_interfaces_of_its_own_network() -> None:
+    """Every pod has its own network namespace: the server binds 0.0.0.0 on the container
+    port, with no pod-IP plumbing and no host networking or host ports."""
+    d = rollout.build_deployment(target(port=8080), state(), SETTINGS)
+    pod = d["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    options = serve_args(c["args"])
+    assert (options.host, options.port) == ("0.0.0.0", 8080)
+    assert options.bento == V1.bento_uri
+    assert not any("$(" in a for a in c["args"])
+    assert "POD_IP" not in env_of(c)
+    assert not pod.get("hostNetwork")
+    assert all("hostPort" not in p for p in c["ports"])
+
+
+@pytest.mark.parametrize(
+    "serving",
+    [{}, {"replicas": 3, "port": 8080, "resources": {"limits": {"cpu": "2", "memory": "3Gi"}}}],
+)
+def test_serving_pod_passes_pod_security_restricted(serving: dict[str, Any]) -> None:
+    for settings in (SETTINGS, RolloutSettings(run_as_user=2000)):
+        d = rollout.build_deployment(target(**serving), state(), settings)
+        pod = d["spec"]["template"]["spec"]
+        assert restricted_violations(pod) == []
+        # Set at pod level, so it holds for every container (and any added later).
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == settings.run_as_user
+        assert {v["name"]: sorted(set(v) - {"name"}) for v in pod["volumes"]} == {
+            "tmp": ["emptyDir"],
+            "bentoml-home": ["emptyDir"],
+        }
+
+
+def test_pod_security_check_is_not_vacuous() -> None:
+    """The checker rejects what "restricted" rejects (so passing it means something)."""
+    good = rollout.build_deployment(target(), state(), SETTINGS)["spec"]["template"]["spec"]
+    assert restricted_violations(good) == []
+
+    def broken(change: Any) -> list[str]:
+        pod = copy.deepcopy(good)
+        change(pod, pod["containers"][0])
+        return restricted_violations(pod)
+
+    assert broken(lambda p, c: p.update(hostNetwork=True))
+    assert broken(lambda p, c: c["ports"][0].update(hostPort=3000))
+    assert broken(lambda p, c: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}))
+    assert broken(lambda p, c: p["securityContext"].pop("seccompProfile"))
+    assert broken(lambda p, c: p["securityContext"].update(runAsUser=0))
+    assert broken(
+        lambda p, c: [
+            p["securityContext"].pop("runAsNonRoot"),
+            c["securityContext"].pop("runAsNonRoot"),
+        ]
+    )
+    assert broken(lambda p, c: c["securityContext"].pop("allowPrivilegeEscalation"))
+    assert broken(lambda p, c: c["securityContext"].update(capabilities={"drop": ["NET_RAW"]}))
+    assert broken(lambda p, c: c["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]))
+    assert broken(lambda p, c: c["securityContext"].update(privileged=True))
 
 
 def test_template_depends_only_on_spec_and_release() -> None:

@@ -122,10 +122,33 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def ensure_pki(directory: Path, clients: dict[str, tuple[str, str | None]]) -> Pki:
+def _has_ips(path: Path, ips: list[str]) -> bool:
+    """Whether the certificate at `path` names every IP in `ips` (a changed node network
+    index, or a state dir from before the real node, needs a new certificate)."""
+    if not path.exists():
+        return False
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return not ips
+    have = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    return set(ips) <= have
+
+
+def ensure_pki(
+    directory: Path,
+    clients: dict[str, tuple[str, str | None]],
+    *,
+    apiserver_ips: list[str] | None = None,
+    servers: dict[str, tuple[str, list[str]]] | None = None,
+) -> Pki:
     """Create the CA, the apiserver cert, the SA key pair and client certs if missing.
 
-    `clients` maps a file stem to (user name, group).
+    `clients` maps a file stem to (user name, group). `apiserver_ips` are the extra IPs the
+    apiserver is reached on (the node's bridge address, the `kubernetes` Service IP);
+    `servers` maps a file stem to (common name, IPs) of further serving certificates (the
+    kubelet's). A certificate that lacks a requested IP is issued again.
     """
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -166,7 +189,8 @@ def ensure_pki(directory: Path, clients: dict[str, tuple[str, str | None]]) -> P
         _write_key(pki.ca_key, ca_key)
         pki.ca_crt.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
 
-    if not pki.apiserver_crt.exists():
+    api_ips = ["127.0.0.1", *(apiserver_ips or [])]
+    if not _has_ips(pki.apiserver_crt, api_ips):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _issue(
             _name("kube-apiserver"),
@@ -180,10 +204,19 @@ def ensure_pki(directory: Path, clients: dict[str, tuple[str, str | None]]) -> P
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ],
-            server_ips=["127.0.0.1", "10.0.0.1"],
+            server_ips=api_ips,
         )
         _write_key(pki.apiserver_key, key)
         pki.apiserver_crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    for stem, (cn, ips) in (servers or {}).items():
+        crt, keyfile = pki.client(stem)
+        if _has_ips(crt, ips):
+            continue
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _issue(_name(cn), key, ca_cert, ca_key, server_names=[cn], server_ips=ips)
+        _write_key(keyfile, key)
+        crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
     if not pki.sa_key.exists():
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)

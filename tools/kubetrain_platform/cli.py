@@ -17,8 +17,10 @@ from kubetrain_platform.platform import DEFAULT_PORTS, REPO_ROOT, Platform, Plat
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kubetrain-platform",
-        description="Run the local kubetrain platform (etcd, kube-apiserver, kube-controller-manager, "
-        "MinIO, MLflow) on 127.0.0.1 from binaries built by tools/platform/build.sh.",
+        description="Run the local kubetrain platform from binaries built by tools/platform/build.sh: "
+        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, MinIO and MLflow on "
+        "127.0.0.1, and a real node (containerd, runc, CNI bridge, kubelet, kube-proxy, CoreDNS, "
+        "Traefik on 127.0.0.1) pulling images from a local registry.",
     )
     p.add_argument(
         "--state-dir",
@@ -53,9 +55,21 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-node",
         action="store_true",
-        help="do not run the node agent (pods stay Pending) and the local ingress",
+        help="control plane only: no node, registry, DNS or ingress (pods stay Pending)",
     )
-    sub.add_parser("down", help="stop every process `up` started, by pid")
+    sub.add_parser("down", help="stop everything `up` started and undo its host changes")
+    images = sub.add_parser(
+        "images", help="build kubetrain's images with buildah and push them to the local registry"
+    )
+    images.add_argument(
+        "names",
+        nargs="*",
+        default=["operator", "trainer", "minio", "mlflow"],
+        help="which images (default: operator trainer minio mlflow; also pause coredns traefik)",
+    )
+    sub.add_parser(
+        "leftovers", help="list what a stopped platform left on the host (exit 1 if anything)"
+    )
     sub.add_parser("status", help="say what runs and where")
     sub.add_parser("env", help="print platform.env (contains credentials)")
     return p
@@ -85,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
                 + (", ".join(stopped) if stopped else "nothing (nothing was running)")
             )
             return 0
+        if args.command == "images":
+            for name, ref in plat.images(tuple(args.names)).items():
+                print(f"{name:<10} {ref}")
+            return 0
+        if args.command == "leftovers":
+            left = plat.leftovers()
+            for line in left:
+                print(line)
+            return 1 if left else 0
         if args.command == "status":
             rows = plat.status()
             print(f"state dir: {plat.state}")

@@ -1,9 +1,11 @@
 """`make demo`: the whole product on this machine, from upload to a served prediction.
 
-1. start the local platform (etcd, kube-apiserver, controller-manager, MinIO, MLflow, node agent
-   with the local ingress);
-2. `helm upgrade --install` the chart; the operator runs as a pod on the node agent;
-3. write the sample CSV, convert it to label folders, upload, apply the example DatasetWatch;
+1. start the local platform (etcd, kube-apiserver, controller-manager, scheduler, a real node:
+   containerd, kubelet, kube-proxy, CoreDNS, Traefik) and build kubetrain's images with
+   buildah into the local registry (only what changed);
+2. `helm upgrade --install` the chart with its bundled MinIO and MLflow, then `helm test`;
+3. write the sample CSV, convert it to label folders, upload them to the bundled MinIO through
+   `kubectl port-forward`, apply the example DatasetWatch;
 4. wait for the first model to be trained and served;
 5. send held-out digits through the Ingress and print predictions vs. labels and the accuracy;
 6. change more than 200 images of one label, wait for the retrain and the rollout, show the
@@ -20,7 +22,7 @@ import sys
 import time
 
 from kubetrain_platform.e2e import Flow, FlowConfig, FlowError
-from kubetrain_platform.platform import REPO_ROOT, Platform, PlatformError
+from kubetrain_platform.platform import PRODUCT_IMAGES, REPO_ROOT, Platform, PlatformError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,14 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     def stage(msg: str) -> None:
         print(f"[demo {time.monotonic() - t0:7.1f}s] {msg}", flush=True)
 
+    flow: Flow | None = None
     try:
         stage("1/6 starting the local platform")
         plat = Platform(REPO_ROOT / ".kubetrain", node=True)
         plat.up()
+        stage("    images: kubetrain-operator, kubetrain-trainer, MinIO, MLflow (buildah -> local registry)")
+        images = plat.images(PRODUCT_IMAGES)
         cfg = FlowConfig(epochs=args.epochs)
         flow = Flow(plat, cfg, log=lambda m: print(f"[demo] {m}", flush=True))
         stage(f"2/6 helm upgrade --install {cfg.release} charts/kubetrain -n {cfg.namespace}")
-        flow.install_chart()
+        flow.install_chart(images)
+        stage("    helm test")
+        flow.helm_test()
         stage("3/6 dataset: sample CSV -> label folders -> MinIO; applying the DatasetWatch")
         held = flow.prepare_dataset()
         already = flow.served_version()
@@ -69,15 +76,25 @@ def main(argv: list[str] | None = None) -> int:
         stage(f"    model version {first} -> {second}; accuracy {acc2:.1%} (version {version2})")
     except (PlatformError, FlowError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
-        print("demo: logs are in .kubetrain/logs/ and .kubetrain/nodeagent/", file=sys.stderr)
+        print(
+            "demo: platform logs are in .kubetrain/logs/; pod logs: "
+            "`$KUBETRAIN_BIN/kubectl -n kubetrain-demo logs <pod>`",
+            file=sys.stderr,
+        )
         return 1
+    finally:
+        if flow is not None:
+            flow.close()
     env = plat.env()
+    flow_minio = f"{cfg.release}-minio"
     print(
         f"""
 Done in {time.monotonic() - t0:.0f}s.
 
-  MLflow UI        {env["MLFLOW_TRACKING_URI"]}
-  MinIO console    {env["MINIO_CONSOLE_URL"]}   (user/password: MINIO_ACCESS_KEY/MINIO_SECRET_KEY in {plat.env_path})
+  MLflow UI        $KUBETRAIN_BIN/kubectl -n {cfg.namespace} port-forward svc/{cfg.release}-mlflow 5000
+                   then http://127.0.0.1:5000
+  MinIO console    $KUBETRAIN_BIN/kubectl -n {cfg.namespace} port-forward svc/{flow_minio} 9001
+                   (user/password: keys rootUser/rootPassword of Secret {flow_minio})
   Model (Ingress)  curl -H 'Host: {cfg.host}' -H 'Content-Type: application/json' \\
                      -d '{{"data": "<base64 PNG>"}}' {env["KUBETRAIN_INGRESS_URL"]}/predict
 
@@ -85,7 +102,8 @@ Look around:
   source {plat.env_path}
   $KUBETRAIN_BIN/kubectl -n {cfg.namespace} get dsw,jobs,deploy,pods,ingress
   $KUBETRAIN_BIN/kubectl -n {cfg.namespace} get events --sort-by=.lastTimestamp
-  ls .kubetrain/logs .kubetrain/nodeagent        # server and pod logs
+  $KUBETRAIN_BIN/kubectl -n {cfg.namespace} logs deploy/{cfg.release}-operator
+  ls .kubetrain/logs                              # platform server logs
 Stop:  make platform-down     (everything; `make demo` again resumes where this left off)
 """
     )

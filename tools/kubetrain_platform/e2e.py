@@ -1,10 +1,12 @@
 """The end-to-end flow shared by `make demo` and the e2e test.
 
 upload -> DatasetWatch -> training Job -> MLflow + Bento -> serving Deployment -> Ingress,
-all on the local platform with the node agent running pods as processes. Every step
-goes through the product's public surfaces only: `helm` for the chart, `kubetrain-data`
-for the dataset, the Kubernetes API for the DatasetWatch and its status, and plain HTTP
-through the local ingress for predictions. Nothing here reaches into the operator.
+all on the local platform's real node (kubelet + containerd), with the chart's own bundled
+MinIO and MLflow running as pods. Every step goes through the product's public surfaces
+only, the way a user on any cluster would: `helm` for the chart (only image coordinates
+overridden), `kubectl port-forward` to the bundled MinIO for `kubetrain-data`, the
+Kubernetes API for the DatasetWatch and its status, and plain HTTP through Traefik for
+predictions. Nothing here reaches into the operator.
 
 The flow is idempotent: a second run upgrades the release, skips unchanged uploads and
 reuses a model that is already served.
@@ -66,6 +68,41 @@ class FlowError(RuntimeError):
     """A step of the flow failed; the message says which and why."""
 
 
+class PortForward:
+    """`kubectl port-forward` to a Service on a free local port, for as long as it is open."""
+
+    def __init__(self, kubectl: Path, kubeconfig: str, namespace: str, target: str, port: int) -> None:
+        self.proc = subprocess.Popen(
+            [
+                str(kubectl),
+                f"--kubeconfig={kubeconfig}",
+                "-n",
+                namespace,
+                "port-forward",
+                target,
+                f":{port}",
+                "--address=127.0.0.1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # "Forwarding from 127.0.0.1:NNNNN -> 9000"
+        if "Forwarding from" not in line:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.proc.kill()
+            raise FlowError(f"kubectl port-forward {target} failed: {line.strip()} {err.strip()}")
+        self.local_port = int(line.split("->")[0].rsplit(":", 1)[1])
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 class Flow:
     def __init__(
         self, plat: Platform, cfg: FlowConfig, log: Callable[[str], None] | None = None
@@ -86,6 +123,7 @@ class Flow:
         self.batch = client.BatchV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        self._forward: PortForward | None = None
 
     # ------------------------------------------------------------------ output
     def stage(self, msg: str) -> None:
@@ -108,35 +146,22 @@ class Flow:
         return proc.stdout
 
     # ------------------------------------------------------------------ chart
-    def install_chart(self, timeout: str = "5m") -> None:
-        """helm upgrade --install the chart against the platform's MinIO and MLflow."""
-        ports = self.plat.record.ports
+    def install_chart(self, images: dict[str, str], timeout: str = "10m") -> None:
+        """helm upgrade --install the chart with its defaults; only image coordinates differ."""
         self._ensure_namespace()
-        # MinIO (started by the platform) authenticates to the operator's webhook with this
-        # token; the chart reads it from an existing Secret instead of generating one.
-        self._apply_secret(
-            f"{self.cfg.release}-local-webhook", {"token": self.env["KUBETRAIN_WEBHOOK_TOKEN"]}
-        )
+
+        def image(ref: str) -> dict[str, str]:
+            repo, tag = ref.rsplit(":", 1)
+            return {"repository": repo, "tag": tag}
+
         values = {
             "operator": {
-                "image": {"repository": "kubetrain-operator", "tag": "local"},
-                # Pods share the host's ports on this platform: use the ones it reserved.
-                "healthPort": ports["operator-health"],
-                "metricsPort": ports["operator-metrics"],
-                "webhook": {
-                    "enabled": True,
-                    "port": ports["operator-webhook"],
-                    "token": {"existingSecret": f"{self.cfg.release}-local-webhook"},
-                },
-                "settings": {
-                    "KUBETRAIN_OPERATOR_DEFAULT_MLFLOW_URI": self.env["MLFLOW_TRACKING_URI"],
-                    "KUBETRAIN_OPERATOR_LOG_LEVEL": "INFO",
-                },
+                "image": image(images["operator"]),
+                "settings": {"KUBETRAIN_OPERATOR_LOG_LEVEL": "INFO"},
             },
-            "trainer": {"image": {"repository": "kubetrain-trainer", "tag": "local"}},
-            "minio": {"enabled": False},
-            "mlflow": {"enabled": False},
-            "rbac": {"secretAccess": {"names": [self.secret_name]}},
+            "trainer": {"image": image(images["trainer"])},
+            "minio": {"image": image(images["minio"])},
+            "mlflow": {"image": image(images["mlflow"])},
         }
         path = self.cfg.work_dir / "values.json"
         path.write_text(json.dumps(values, indent=2))
@@ -149,7 +174,6 @@ class Flow:
                 str(REPO_ROOT / "charts" / "kubetrain"),
                 "--namespace",
                 self.cfg.namespace,
-                "--create-namespace",
                 "-f",
                 str(path),
                 "--wait",
@@ -158,9 +182,40 @@ class Flow:
             ]
         )
 
+    def helm_test(self) -> str:
+        return self._run(
+            [str(self.bin / "helm"), "test", self.cfg.release, "-n", self.cfg.namespace, "--logs"]
+        )
+
+    # ------------------------------------------------------------------ bundled MinIO
+    @property
+    def minio_service(self) -> str:
+        return f"{self.cfg.release}-minio" if "kubetrain" in self.cfg.release else f"{self.cfg.release}-kubetrain-minio"
+
     @property
     def secret_name(self) -> str:
-        return f"{self.cfg.watch}-minio-credentials"
+        """The chart's MinIO Secret: root credentials, also as accessKey/secretKey."""
+        return self.minio_service
+
+    def minio_env(self) -> dict[str, str]:
+        """MINIO_* for `kubetrain-data`, through a port-forward to the bundled MinIO."""
+        if self._forward is None:
+            self._forward = PortForward(
+                self.bin / "kubectl", self.env["KUBECONFIG"], self.cfg.namespace, f"svc/{self.minio_service}", 9000
+            )
+        secret = self.core.read_namespaced_secret(self.secret_name, self.cfg.namespace)
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        return {
+            "MINIO_ENDPOINT": f"http://127.0.0.1:{self._forward.local_port}",
+            "MINIO_ACCESS_KEY": data["accessKey"],
+            "MINIO_SECRET_KEY": data["secretKey"],
+        }
+
+    def close(self) -> None:
+        if self._forward is not None:
+            self._forward.close()
+            self._forward = None
+
 
     # ------------------------------------------------------------------ dataset
     def prepare_dataset(self) -> list[tuple[int, bytes]]:
@@ -205,7 +260,8 @@ class Flow:
                 str(self.cfg.work_dir / "dataset"),
                 f"s3://{self.cfg.bucket}/{self.cfg.prefix}",
                 "--create-bucket",
-            ]
+            ],
+            env=self.minio_env(),
         )
 
     def mutate(self, label: str, count: int, seed: int, action: str = "modify") -> list[str]:
@@ -222,7 +278,8 @@ class Flow:
                 "--seed",
                 str(seed),
                 "--json",
-            ]
+            ],
+            env=self.minio_env(),
         )
         doc = json.loads(out)
         keys = doc.get("touched")
@@ -234,39 +291,31 @@ class Flow:
     def _ensure_namespace(self) -> None:
         from kubernetes import client
 
+        # Pod Security Admission: every pod the release and the operator create must pass
+        # the `restricted` profile, or the apiserver refuses it.
+        labels = {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }
         try:
             self.core.create_namespace(
-                client.V1Namespace(metadata=client.V1ObjectMeta(name=self.cfg.namespace))
+                client.V1Namespace(metadata=client.V1ObjectMeta(name=self.cfg.namespace, labels=labels))
             )
         except client.ApiException as exc:
             if exc.status != 409:
                 raise
-
-    def _apply_secret(self, name: str, data: dict[str, str]) -> None:
-        from kubernetes import client
-
-        secret = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)
-        try:
-            self.core.create_namespaced_secret(self.cfg.namespace, secret)
-        except client.ApiException as exc:
-            if exc.status != 409:
-                raise
-            self.core.replace_namespaced_secret(name, self.cfg.namespace, secret)
+            self.core.patch_namespace(self.cfg.namespace, {"metadata": {"labels": labels}})
 
     def apply_watch(self, extra_training: dict[str, Any] | None = None) -> None:
         from kubernetes import client
 
-        self._apply_secret(
-            self.secret_name,
-            {"accessKey": self.env["MINIO_ACCESS_KEY"], "secretKey": self.env["MINIO_SECRET_KEY"]},
-        )
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "DatasetWatch",
             "metadata": {"name": self.cfg.watch},
             "spec": {
                 "source": {
-                    "endpoint": self.env["MINIO_ENDPOINT"],
+                    "endpoint": f"http://{self.minio_service}.{self.cfg.namespace}.svc:9000",
                     "bucket": self.cfg.bucket,
                     "prefix": self.cfg.prefix,
                     "credentialsSecretRef": {"name": self.secret_name},

@@ -1,6 +1,6 @@
 """Read `platform.env`, the shell-sourceable interface of the local platform.
 
-Kept free of heavy imports so tests, benchmarks and the node agent can read it cheaply.
+Kept free of heavy imports so tests and benchmarks can read it cheaply.
 """
 
 from __future__ import annotations

@@ -38,7 +38,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kubetrain_platform import nodeconf
 from kubetrain_platform.certs import Pki, ensure_pki
+from kubetrain_platform.node import NodeError, NodeHost
+from kubetrain_platform.nodeconf import NodeLayout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PORTS: dict[str, int] = {
@@ -46,17 +49,21 @@ DEFAULT_PORTS: dict[str, int] = {
     "etcd-peer": 32380,
     "apiserver": 36443,
     "controller-manager": 30257,
+    "scheduler": 30259,
     "minio": 39000,
     "minio-console": 39001,
     "mlflow": 35000,
+    "registry": 35001,
+    "kubelet": 30250,
+    "kubelet-healthz": 30248,
+    "proxy-healthz": 30256,
+    "proxy-metrics": 30249,
+    # Traefik (hostNetwork) serves the cluster's Ingresses here, and its ping/metrics next to it.
     "ingress": 38080,
-    # The operator pod of the demo/e2e release binds these (pods share the host's ports).
-    "operator-health": 38081,
-    "operator-metrics": 38082,
-    "operator-webhook": 38083,
+    "ingress-admin": 38090,
 }
-#: Controllers the platform needs (pods are run by the node agent, so no node
-#: lifecycle controller that would evict them between heartbeats).
+#: Controllers the platform needs. The node-lifecycle controller is left out: with one node
+#: there is nowhere to evict pods to, and a slow heartbeat on a busy 2-core VM must not taint it.
 CONTROLLERS = (
     "job-controller",
     "cronjob-controller",
@@ -73,9 +80,29 @@ CONTROLLERS = (
     "namespace-controller",
     "pod-garbage-collector-controller",
     "ttl-after-finished-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
+    "disruption-controller",
+    "resourcequota-controller",
 )
 MLFLOW_BUCKET = "mlflow"
-COMPONENT_ORDER = ("etcd", "apiserver", "controller-manager", "minio", "mlflow", "nodeagent")
+#: Images `up` needs before the node serves pods; the product's are built by the demo and tests.
+PLATFORM_IMAGES = ("pause", "coredns", "traefik")
+PRODUCT_IMAGES = ("operator", "trainer", "minio", "mlflow")
+COMPONENT_ORDER = (
+    "etcd",
+    "apiserver",
+    "controller-manager",
+    "scheduler",
+    "minio",
+    "mlflow",
+    "registry",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+)
+NODE_COMPONENTS = ("scheduler", "registry", "containerd", "kubelet", "kube-proxy")
 
 
 def cache_dir() -> Path:
@@ -85,6 +112,17 @@ def cache_dir() -> Path:
 
 def default_bin_dir() -> Path:
     return cache_dir() / "bin" / "current"
+
+
+def _free_net_index() -> int:
+    """A network index whose bridge does not exist on this host (0 is the demo's)."""
+    import random
+
+    taken = {int(p.name[4:]) for p in Path("/sys/class/net").glob("ktbr*") if p.name[4:].isdigit()}
+    choices = [i for i in range(1, 255) if i not in taken]
+    if not choices:
+        raise PlatformError("no free node network index: 254 ktbr* bridges exist")
+    return random.choice(choices)
 
 
 def free_port() -> int:
@@ -113,8 +151,14 @@ class Record:
     fingerprints: dict[str, str] = field(default_factory=dict)
     """Hash of each running component's command line and environment: a changed
     configuration restarts the component on the next `up`."""
-    node: bool = False
-    """Whether this platform runs the node agent (pods as processes) and the local ingress."""
+    node: bool = True
+    """Whether this platform runs a node (containerd, kubelet, kube-proxy, scheduler, the
+    registry, CoreDNS and Traefik). Without one, pods stay Pending."""
+    pause_image: str = ""
+    """Registry reference of the sandbox image containerd pins (content-tagged)."""
+    net_index: int = -1
+    """The node's network index (bridge ktbr<N>, pods 10.244.N.0/24, Services 10.96.N.0/24);
+    0 for the demo's fixed ports, another free one for a platform on free ports."""
 
 
 @dataclass(frozen=True)
@@ -160,10 +204,8 @@ class Platform:
         self.record = self._load_record(ports, webhook)
         if node is not None:
             self.record.node = node
-        if self.record.node and not self.record.webhook:
-            # The operator pod of the local release receives bucket events on this port.
-            port = self.record.ports["operator-webhook"]
-            self.record.webhook = f"http://127.0.0.1:{port}/minio/events"
+        if self.record.net_index < 0:
+            self.record.net_index = 0 if ports == "default" else _free_net_index()
         if self.record.webhook and not self.record.webhook_token:
             self.record.webhook_token = secrets.token_urlsafe(24)
         self.pki = Pki(self.state / "pki")
@@ -183,6 +225,26 @@ class Platform:
 
     def log_path(self, name: str) -> Path:
         return self.state / "logs" / f"{name}.log"
+
+    @property
+    def layout(self) -> NodeLayout:
+        p = self.record.ports
+        return NodeLayout(
+            root=self.state / "node",
+            index=self.record.net_index,
+            node_name=f"kubetrain-node-{self.record.net_index}",
+            kubelet_port=p["kubelet"],
+            kubelet_healthz_port=p["kubelet-healthz"],
+            proxy_healthz_port=p["proxy-healthz"],
+            proxy_metrics_port=p["proxy-metrics"],
+            scheduler_port=p["scheduler"],
+            registry=f"127.0.0.1:{p['registry']}",
+            pause_image=self.record.pause_image,
+        )
+
+    @property
+    def node_host(self) -> NodeHost:
+        return NodeHost(self.layout, self.bin, self.state)
 
     def url(self, name: str) -> str:
         port = self.record.ports[name]
@@ -239,26 +301,22 @@ class Platform:
         return self._http_ok(f"{self.url('apiserver')}/readyz", tls=True, client="admin")
 
     def _node_ready(self) -> bool:
-        """The ingress answers HTTP (any status) and the agent's Node is Ready."""
-        try:
-            urllib.request.urlopen(f"{self.url('ingress')}/", timeout=3).close()
-        except urllib.error.HTTPError:
-            pass  # 404 from the ingress is an answer
-        except (urllib.error.URLError, OSError):
+        """kubelet answers /healthz and its Node is Ready."""
+        lay = self.layout
+        if not self._http_ok(f"http://127.0.0.1:{lay.kubelet_healthz_port}/healthz"):
             return False
-        url = f"{self.url('apiserver')}/api/v1/nodes?labelSelector=kubetrain.dev%2Fnode-agent"
+        url = f"{self.url('apiserver')}/api/v1/nodes/{lay.node_name}"
         ctx = ssl.create_default_context(cafile=str(self.pki.ca_crt))
         crt, key = self.pki.client("admin")
         ctx.load_cert_chain(str(crt), str(key))
         try:
             with urllib.request.urlopen(url, timeout=3, context=ctx) as resp:
-                nodes = json.loads(resp.read())["items"]
-        except (urllib.error.URLError, OSError, ValueError, KeyError):
+                node = json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError):
             return False
         return any(
             c.get("type") == "Ready" and c.get("status") == "True"
-            for n in nodes
-            for c in n.get("status", {}).get("conditions", [])
+            for c in node.get("status", {}).get("conditions", [])
         )
 
     def _controllers_ready(self) -> bool:
@@ -285,6 +343,8 @@ class Platform:
         p = self.record.ports
         s = self.state
         pki = self.pki
+        lay = self.layout
+        node = self.record.node
         base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(Path.home())}
         etcd = Component(
             "etcd",
@@ -310,8 +370,10 @@ class Platform:
             [
                 self._binary("kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{p['etcd']}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                # With a node, pods reach the apiserver through the `kubernetes` Service, whose
+                # endpoint must be a non-loopback address: the node's bridge address.
+                f"--bind-address={'0.0.0.0' if node else '127.0.0.1'}",
+                f"--advertise-address={lay.gateway if node else '127.0.0.1'}",
                 f"--secure-port={p['apiserver']}",
                 f"--cert-dir={s / 'pki'}",
                 f"--tls-cert-file={pki.apiserver_crt}",
@@ -320,8 +382,13 @@ class Platform:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--authorization-mode=RBAC",
+                f"--service-cluster-ip-range={lay.service_cidr}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={pki.client('apiserver-kubelet')[0]}",
+                f"--kubelet-client-key={pki.client('apiserver-kubelet')[1]}",
+                f"--kubelet-certificate-authority={pki.ca_crt}",
+                "--kubelet-preferred-address-types=InternalIP",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--enable-priority-and-fairness=false",
@@ -417,37 +484,80 @@ class Platform:
             timeout=120,
         )
         comps = [etcd, apiserver, controller_manager, minio, mlflow]
-        if self.record.node:
-            agent_bin = self.python_bin / "kubetrain-nodeagent"
-            if not agent_bin.exists():
-                raise PlatformError(
-                    f"kubetrain-nodeagent is not installed at {agent_bin}: run `make install`"
-                )
-            comps.append(
-                Component(
-                    "nodeagent",
-                    [
-                        str(agent_bin),
-                        "run",
-                        f"--kubeconfig={self.kubeconfig}",
-                        f"--state-dir={s / 'nodeagent'}",
-                        f"--ingress-port={p['ingress']}",
-                        # Requests are not enforced on a node of processes; advertising twice
-                        # the cores lets the operator, a training pod and two serving pods
-                        # (mid-rollout) fit, as they would on a laptop cluster.
-                        f"--cpu={2 * (os.cpu_count() or 1)}",
-                    ],
-                    {
-                        **base_env,
-                        # Pods run in the project's environment: the venv first on PATH.
-                        "PATH": f"{self.python_bin}:{base_env['PATH']}",
-                        "PYTHONUNBUFFERED": "1",
-                    },
-                    self._node_ready,
-                    f"http://127.0.0.1:{p['ingress']} (ingress)",
-                )
-            )
+        if node:
+            comps += self._node_components(base_env)
         return comps
+
+    def _node_components(self, base_env: dict[str, str]) -> list[Component]:
+        """kube-scheduler, the image registry, containerd, kubelet and kube-proxy."""
+        p = self.record.ports
+        lay = self.layout
+        scheduler = Component(
+            "scheduler",
+            [
+                self._binary("kube-scheduler"),
+                f"--config={lay.scheduler_config}",
+                f"--authentication-kubeconfig={self.state / 'kube-scheduler.kubeconfig'}",
+                f"--authorization-kubeconfig={self.state / 'kube-scheduler.kubeconfig'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={p['scheduler']}",
+                f"--cert-dir={self.state / 'pki' / 'kube-scheduler'}",
+                "--v=0",
+            ],
+            base_env,
+            lambda: self._http_ok(
+                f"https://127.0.0.1:{p['scheduler']}/healthz", tls=True, verify=False
+            ),
+            f"https://127.0.0.1:{p['scheduler']}",
+        )
+        registry = Component(
+            "registry",
+            [self._binary("registry"), "serve", str(self.state / "registry" / "config.yml")],
+            {**base_env, "OTEL_TRACES_EXPORTER": "none"},
+            lambda: self._http_ok(f"http://127.0.0.1:{p['registry']}/v2/"),
+            f"http://127.0.0.1:{p['registry']}",
+        )
+        containerd = Component(
+            "containerd",
+            [self._binary("containerd"), f"--config={lay.containerd_config}"],
+            # containerd finds the shim on PATH: the cached binaries come first. The digest
+            # makes a changed config file restart the daemon, as a changed flag does.
+            {
+                **base_env,
+                "PATH": f"{self.bin}:{base_env['PATH']}",
+                "KUBETRAIN_CONFIG_DIGEST": _file_digest(lay.containerd_config),
+            },
+            lambda: _unix_socket_ok(lay.containerd_socket),
+            f"unix://{lay.containerd_socket}",
+        )
+        kubelet = Component(
+            "kubelet",
+            [
+                self._binary("kubelet"),
+                f"--config={lay.kubelet_config}",
+                f"--kubeconfig={self.state / 'kubelet.kubeconfig'}",
+                f"--root-dir={lay.kubelet_dir}",
+                f"--node-ip={lay.gateway}",
+                f"--hostname-override={lay.node_name}",
+                "--v=0",
+            ],
+            {
+                **base_env,
+                "PATH": f"{self.bin}:{base_env['PATH']}",
+                "KUBETRAIN_CONFIG_DIGEST": _file_digest(lay.kubelet_config),
+            },
+            self._node_ready,
+            f"https://{lay.gateway}:{p['kubelet']}",
+            timeout=90,
+        )
+        proxy = Component(
+            "kube-proxy",
+            [self._binary("kube-proxy"), f"--config={lay.proxy_config}", "--v=0"],
+            {**base_env, "KUBETRAIN_CONFIG_DIGEST": _file_digest(lay.proxy_config)},
+            lambda: self._http_ok(f"http://127.0.0.1:{p['proxy-healthz']}/healthz"),
+            f"http://127.0.0.1:{p['proxy-metrics']}/metrics",
+        )
+        return [scheduler, registry, containerd, kubelet, proxy]
 
     # ---------------------------------------------------------------- process control
     @staticmethod
@@ -540,40 +650,164 @@ class Platform:
         self.state.mkdir(parents=True, exist_ok=True)
         for d in ("etcd", "minio-data", "mlflow", "logs"):
             (self.state / d).mkdir(parents=True, exist_ok=True)
+        lay = self.layout
+        clients: dict[str, tuple[str, str | None]] = {
+            "admin": ("kubetrain-admin", "system:masters"),
+            "controller-manager": ("system:kube-controller-manager", None),
+        }
+        if self.record.node:
+            clients |= {
+                "kubelet": (f"system:node:{lay.node_name}", "system:nodes"),
+                "kube-proxy": ("system:kube-proxy", None),
+                "kube-scheduler": ("system:kube-scheduler", None),
+                "apiserver-kubelet": ("kube-apiserver-kubelet-client", "system:masters"),
+            }
         ensure_pki(
             self.state / "pki",
-            {
-                "admin": ("kubetrain-admin", "system:masters"),
-                "controller-manager": ("system:kube-controller-manager", None),
-            },
+            clients,
+            apiserver_ips=[lay.gateway, lay.kubernetes_service_ip] if self.record.node else [],
+            servers={"kubelet-serving": (lay.node_name, [lay.gateway, "127.0.0.1"])}
+            if self.record.node
+            else {},
         )
-        self._write_kubeconfig(self.kubeconfig, "admin")
-        self._write_kubeconfig(self.state / "controller-manager.kubeconfig", "controller-manager")
+        for client in clients:
+            name = "admin.kubeconfig" if client == "admin" else f"{client}.kubeconfig"
+            self._write_kubeconfig(self.state / name, client)
         self._save_record()
+        if self.record.node:
+            self._prepare_node()
         comps = {c.name: c for c in self.components()}
         self._log(f"platform: starting in {self.state}")
         for name in ("etcd", "apiserver", "controller-manager", "minio"):
             self._start(comps[name])
         self._ensure_bucket(MLFLOW_BUCKET)
         self._start(comps["mlflow"])
-        if "nodeagent" in comps:
-            self._start(comps["nodeagent"])
+        if self.record.node:
+            for name in ("scheduler", "registry"):
+                self._start(comps[name])
+            images = self.images(PLATFORM_IMAGES)
+            self.record.pause_image = images["pause"]
+            self._write_node_configs()
+            comps = {c.name: c for c in self.components()}
+            for name in ("containerd", "kubelet", "kube-proxy"):
+                self._start(comps[name])
+            self._start_addons(images)
         self._write_env()
         elapsed = time.monotonic() - t0
         self._log(f"platform: ready in {elapsed:.1f}s; env: {self.env_path}")
         return elapsed
 
+    def _prepare_node(self) -> None:
+        """Host side of the node: recover from a crash, then bridge, sysctls, configs."""
+        host = self.node_host
+        try:
+            host.take_lock()  # refuses at once, before anything changes, if another node runs
+        except NodeError as exc:
+            raise PlatformError(str(exc)) from exc
+        if not any(self.running(n) for n in ("containerd", "kubelet", "kube-proxy")):
+            left = host.leftovers()
+            if left:
+                self._log("  node: cleaning up after an earlier run that did not stop cleanly:")
+                for line in left:
+                    self._log(f"    {line}")
+                host.teardown()
+        from kubetrain_platform.images import write_registry_config
+
+        (self.state / "registry").mkdir(exist_ok=True)
+        write_registry_config(
+            self.state / "registry" / "config.yml",
+            port=self.record.ports["registry"],
+            storage=self.state / "registry" / "data",
+        )
+        try:
+            host.prepare()
+        except NodeError as exc:
+            raise PlatformError(str(exc)) from exc
+        # The scheduler starts before images exist; its config does not name any.
+        self.layout.scheduler_config.write_text(
+            nodeconf.to_json(nodeconf.scheduler_config(self.state / "kube-scheduler.kubeconfig"))
+        )
+
+    def _write_node_configs(self) -> None:
+        crt, key = self.pki.client("kubelet-serving")
+        self.node_host.write_configs(
+            kubelet_cert=crt,
+            kubelet_key=key,
+            ca=self.pki.ca_crt,
+            kubeconfigs={
+                n: self.state / f"{n}.kubeconfig" for n in ("kube-proxy", "kube-scheduler")
+            },
+        )
+
+    def images(self, names: tuple[str, ...]) -> dict[str, str]:
+        """Build (if changed) and push the named images; return name -> registry reference."""
+        from kubetrain_platform.images import ImageBuilder
+
+        builder = ImageBuilder(
+            registry=self.layout.registry,
+            cache_dir=cache_dir(),
+            bin_dir=self.bin,
+            repo_root=REPO_ROOT,
+            log=self._log,
+        )
+        return builder.ensure(names)
+
+    def _start_addons(self, images: dict[str, str]) -> None:
+        from kubetrain_platform import addons
+
+        t0 = time.monotonic()
+        docs = addons.manifests(
+            self.layout,
+            images=images,
+            ingress_port=self.record.ports["ingress"],
+            ingress_admin_port=self.record.ports["ingress-admin"],
+            volumes_dir=self.state / "volumes",
+        )
+        addons.prepare_volumes(self.state / "volumes")
+        self.kubectl(["apply", "--server-side", "--force-conflicts", "-f", "-"], stdin=docs)
+        for ns, kind, name in addons.WAIT_FOR:
+            self.kubectl(["-n", ns, "rollout", "status", f"{kind}/{name}", "--timeout=120s"])
+        self._log(
+            f"  {'addons':<19} ready in {time.monotonic() - t0:5.1f}s  CoreDNS, Traefik, local volumes"
+        )
+
+    def kubectl(self, args: list[str], *, stdin: str | None = None, timeout: float = 180) -> str:
+        proc = subprocess.run(
+            [self._binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise PlatformError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()[-2000:]}")
+        return proc.stdout
+
     def down(self) -> list[str]:
         stopped = []
-        # Reverse start order: the node agent first, so pods stop while the API still answers.
+        # Reverse start order: the node first, so pods stop while the API still answers.
         for name in (
             *reversed(COMPONENT_ORDER),
             *self.record.pids,
         ):
             if name in self.record.pids and self._stop(name):
                 stopped.append(name)
+        if self.record.node and self.record.net_index >= 0:
+            self.node_host.teardown()
         self._save_record()
         return stopped
+
+    def leftovers(self) -> list[str]:
+        """What of this platform is still on the host after `down`; [] when clean."""
+        out = [
+            f"{name} still running (pid {pid})"
+            for name, pid in self.record.pids.items()
+            if self.pid_alive(pid)
+        ]
+        if self.record.node and self.record.net_index >= 0:
+            out += self.node_host.leftovers()
+        return out
 
     def status(self) -> list[StatusRow]:
         rows = []
@@ -582,7 +816,7 @@ class Platform:
         except PlatformError:
             comps = {}
         for name in COMPONENT_ORDER:
-            if name == "nodeagent" and not self.record.node:
+            if name in NODE_COMPONENTS and not self.record.node:
                 continue
             pid = self.record.pids.get(name)
             comp = comps.get(name)
@@ -593,7 +827,17 @@ class Platform:
                 )
             else:
                 rows.append(StatusRow(name, None, "stopped", comp.url if comp else "", 0))
+        if self.record.node:
+            rows += self._pod_rows()
         return rows
+
+    def _pod_rows(self) -> list[StatusRow]:
+        """The node's pods (shim + containers), one row each, as `status` shows them."""
+        host = self.node_host
+        shims = host.shim_pids()
+        rss = sum(group_rss_bytes(pid) for pid in shims)
+        state = f"{len(shims)} pod sandboxes" if shims else "no pods"
+        return [StatusRow("pods", shims[0] if shims else None, state, "", rss + host.pods_rss())]
 
     def env(self) -> dict[str, str]:
         """The variables written to platform.env."""
@@ -607,6 +851,7 @@ class Platform:
             "MINIO_CONSOLE_URL": self.url("minio-console"),
             "MLFLOW_TRACKING_URI": self.url("mlflow"),
             "KUBETRAIN_INGRESS_URL": self.url("ingress"),
+            "KUBETRAIN_REGISTRY": self.layout.registry,
             "KUBETRAIN_WEBHOOK_TOKEN": self.record.webhook_token,
         }
 
@@ -656,6 +901,25 @@ class Platform:
         )
         if not client.bucket_exists(name):
             client.make_bucket(name)
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "missing"
+
+
+def _unix_socket_ok(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(2)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def group_rss_bytes(pgid: int) -> int:
