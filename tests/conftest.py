@@ -61,7 +61,9 @@ class PlatformInfo:
         return str(self.bin_dir / name)
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     items.sort(key=lambda item: 0 if item.get_closest_marker("own_node") else 1)
 
 

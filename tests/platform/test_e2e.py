@@ -1,8 +1,11 @@
 """End to end: upload -> training Job -> MLflow/Bento -> rollout -> predictions through the Ingress.
 
-One long scenario on its own platform with a real node (kubelet + containerd run the pods),
-driven only through the product's public surfaces (helm, kubetrain-data, the Kubernetes API,
-HTTP through the local ingress). Asserts, in order:
+One long scenario on the session platform's real node (kubelet + containerd run kubetrain's
+own images, built with buildah), with the chart's bundled MinIO and MLflow as pods, driven
+only through the product's public surfaces (helm, `kubectl port-forward` + kubetrain-data,
+the Kubernetes API, HTTP through Traefik). Asserts, in order:
+0. `helm test` passes; every pod is admitted under Pod Security `restricted`, has a real pod
+   IP that its EndpointSlice holds, and answers `kubectl logs`;
 1. the first model version is served through the Ingress, with sane accuracy;
 2. 200 changes to a label trigger nothing, the 201st triggers a retrain;
 3. the operator pod deleted mid-training recovers without a second Job;
@@ -19,26 +22,27 @@ from pathlib import Path
 
 import pytest
 from kubetrain_platform.e2e import Flow, FlowConfig, FlowError
-from kubetrain_platform.platform import Platform
+from kubetrain_platform.platform import PRODUCT_IMAGES, Platform
+
+from tests.conftest import PlatformInfo
 
 pytestmark = [pytest.mark.platform, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
-    state = tmp_path_factory.mktemp("e2e-platform")
-    plat = Platform(state, ports="free", node=True, log=lambda _m: None)
+def flow(platform: PlatformInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
+    plat = Platform(platform.state_dir, log=print)
+    cfg = FlowConfig(
+        namespace="e2e",
+        epochs=3,
+        holdout=200,
+        work_dir=tmp_path_factory.mktemp("e2e-work"),
+    )
+    flow = Flow(plat, cfg, log=print)
     try:
-        plat.up()
-        cfg = FlowConfig(
-            namespace="e2e",
-            epochs=3,
-            holdout=200,
-            work_dir=tmp_path_factory.mktemp("e2e-work"),
-        )
-        yield Flow(plat, cfg, log=print)
+        yield flow
     finally:
-        plat.down()
+        flow.close()
 
 
 class Poller:
@@ -79,9 +83,34 @@ def _label_changes(flow: Flow, label: str) -> int:
     return int((labels.get(label) or {}).get("changes", 0))
 
 
+def _pods_are_real(flow: Flow) -> None:
+    """Every pod of the release: Running, a pod IP on the node's bridge, in its EndpointSlices."""
+    pods = flow.core.list_namespaced_pod(flow.cfg.namespace).items
+    running = [p for p in pods if p.status.phase == "Running"]
+    assert running, "no running pod in the release namespace"
+    prefix = flow.plat.layout.pod_cidr.rsplit(".", 2)[0]
+    for pod in running:
+        assert pod.status.pod_ip and pod.status.pod_ip.startswith(prefix), pod.metadata.name
+        assert pod.spec.security_context.run_as_non_root, pod.metadata.name
+    ips = {p.status.pod_ip for p in running}
+    from kubernetes import client
+
+    slices = client.DiscoveryV1Api(flow.api).list_namespaced_endpoint_slice(flow.cfg.namespace)
+    addrs = {a for s in slices.items for e in (s.endpoints or []) for a in e.addresses}
+    assert addrs and addrs <= ips, (addrs, ips)
+    for pod in running:
+        log = flow.plat.kubectl(["-n", flow.cfg.namespace, "logs", pod.metadata.name, "--tail=5"])
+        assert isinstance(log, str)
+
+
 def test_upload_to_served_prediction(flow: Flow) -> None:
-    flow.stage("installing the chart")
-    flow.install_chart()
+    flow.stage("building images and installing the chart")
+    images = flow.plat.images(PRODUCT_IMAGES)
+    flow.install_chart(images)
+    ns = flow.core.read_namespace(flow.cfg.namespace)
+    assert ns.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    flow.helm_test()
+    _pods_are_real(flow)
     held = flow.prepare_dataset()
     flow.upload()
     flow.apply_watch()

@@ -95,12 +95,24 @@ def test_node_up_is_idempotent_and_down_leaves_nothing(tmp_path: Path) -> None:
         ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
         assert ready and ready[0]["status"] == "True"
         pods = json.loads(_kubectl(plat, "-n", "kube-system", "get", "pods", "-o", "json"))
-        by_app = {p["metadata"]["labels"].get("k8s-app") or p["metadata"]["labels"].get(
-            "app.kubernetes.io/name"): p for p in pods["items"]}
+        by_app = {
+            p["metadata"]["labels"].get("k8s-app")
+            or p["metadata"]["labels"].get("app.kubernetes.io/name"): p
+            for p in pods["items"]
+        }
         assert by_app["kube-dns"]["status"]["podIP"].startswith(f"10.244.{lay.index}.")
         slices = json.loads(
-            _kubectl(plat, "-n", "kube-system", "get", "endpointslices", "-l",
-                     "kubernetes.io/service-name=kube-dns", "-o", "json")
+            _kubectl(
+                plat,
+                "-n",
+                "kube-system",
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=kube-dns",
+                "-o",
+                "json",
+            )
         )
         addrs = [a for s in slices["items"] for e in s["endpoints"] for a in e["addresses"]]
         assert addrs == [by_app["kube-dns"]["status"]["podIP"]]

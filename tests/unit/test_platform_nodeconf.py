@@ -37,7 +37,9 @@ def test_containerd_config_keeps_everything_in_the_state_dir(tmp_path: Path) -> 
     assert rt["restrict_oom_score_adj"] is True
     assert rt["netns_mounts_under_state_dir"] is True
     runc = rt["containerd"]["runtimes"]["runc"]
-    assert runc["options"] == {"BinaryName": "/opt/runc", "SystemdCgroup": False}
+    assert runc["options"]["BinaryName"] == "/opt/runc"
+    assert runc["options"]["SystemdCgroup"] is False
+    assert runc["options"]["Root"].startswith(str(tmp_path))
     assert rt["cni"]["conf_dir"] == str(lay.cni_conf_dir)
     images = doc["plugins"]["io.containerd.cri.v1.images"]
     assert images["pinned_images"]["sandbox"] == lay.pause_image
@@ -64,7 +66,15 @@ def test_pod_network_has_no_default_route(tmp_path: Path) -> None:
 
 def test_indexes_never_share_names_or_addresses(tmp_path: Path) -> None:
     a, b = _layout(tmp_path, 0), _layout(tmp_path, 1)
-    for attr in ("bridge", "pod_cidr", "service_cidr", "gateway", "dns_ip", "cgroup_root", "cni_network"):
+    for attr in (
+        "bridge",
+        "pod_cidr",
+        "service_cidr",
+        "gateway",
+        "dns_ip",
+        "cgroup_root",
+        "cni_network",
+    ):
         assert getattr(a, attr) != getattr(b, attr), attr
     assert a.dns_ip == "10.96.0.10" and a.kubernetes_service_ip == "10.96.0.1"
 
@@ -106,7 +116,9 @@ def test_addons_dns_service_ip_and_ingress_on_loopback(tmp_path: Path) -> None:
     assert svc["spec"]["clusterIP"] == lay.dns_ip
     ic = next(d for d in docs if d["kind"] == "IngressClass")
     assert ic["metadata"]["name"] == "traefik"
-    traefik = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "traefik")
+    traefik = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "traefik"
+    )
     args = traefik["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--entryPoints.web.address=127.0.0.1:38080" in args
     pvs = [d for d in docs if d["kind"] == "PersistentVolume"]

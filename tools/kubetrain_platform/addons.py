@@ -80,21 +80,37 @@ def coredns(layout: NodeLayout, image: str) -> list[dict[str, Any]]:
     labels = {"k8s-app": "kube-dns"}
     ns = "kube-system"
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": ns}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "coredns", "namespace": ns},
+        },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
             "metadata": {"name": "system:coredns"},
             "rules": [
-                {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+                {
+                    "apiGroups": [""],
+                    "resources": ["endpoints", "services", "pods", "namespaces"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"],
+                },
             ],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {"name": "system:coredns"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:coredns",
+            },
             "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": ns}],
         },
         {
@@ -130,11 +146,26 @@ def coredns(layout: NodeLayout, image: str) -> list[dict[str, Any]]:
                                     {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
                                     {"name": "metrics", "containerPort": 9153, "protocol": "TCP"},
                                 ],
-                                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 2},
-                                "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 10},
-                                "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+                                "readinessProbe": {
+                                    "httpGet": {"path": "/ready", "port": 8181},
+                                    "periodSeconds": 2,
+                                },
+                                "livenessProbe": {
+                                    "httpGet": {"path": "/health", "port": 8080},
+                                    "periodSeconds": 10,
+                                },
+                                "resources": {
+                                    "requests": {"cpu": "50m", "memory": "32Mi"},
+                                    "limits": {"memory": "128Mi"},
+                                },
                                 "securityContext": _restricted_container(),
-                                "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
+                                "volumeMounts": [
+                                    {
+                                        "name": "config",
+                                        "mountPath": "/etc/coredns",
+                                        "readOnly": True,
+                                    }
+                                ],
                             }
                         ],
                         "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
@@ -145,7 +176,11 @@ def coredns(layout: NodeLayout, image: str) -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": "kube-dns", "namespace": ns, "labels": {**labels, "kubernetes.io/name": "CoreDNS"}},
+            "metadata": {
+                "name": "kube-dns",
+                "namespace": ns,
+                "labels": {**labels, "kubernetes.io/name": "CoreDNS"},
+            },
             "spec": {
                 "selector": labels,
                 "clusterIP": layout.dns_ip,
@@ -163,23 +198,47 @@ def traefik(image: str, port: int, admin_port: int) -> list[dict[str, Any]]:
     ns = "kube-system"
     labels = {"app.kubernetes.io/name": "traefik"}
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "traefik", "namespace": ns}},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "traefik", "namespace": ns},
+        },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
             "metadata": {"name": "traefik-ingress-controller"},
             "rules": [
-                {"apiGroups": [""], "resources": ["services", "secrets", "nodes", "endpoints"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-                {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["update"]},
+                {
+                    "apiGroups": [""],
+                    "resources": ["services", "secrets", "nodes", "endpoints"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["networking.k8s.io"],
+                    "resources": ["ingresses", "ingressclasses"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["networking.k8s.io"],
+                    "resources": ["ingresses/status"],
+                    "verbs": ["update"],
+                },
             ],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {"name": "traefik-ingress-controller"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "traefik-ingress-controller"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "traefik-ingress-controller",
+            },
             "subjects": [{"kind": "ServiceAccount", "name": "traefik", "namespace": ns}],
         },
         {
@@ -207,7 +266,11 @@ def traefik(image: str, port: int, admin_port: int) -> list[dict[str, Any]]:
                         "serviceAccountName": "traefik",
                         "hostNetwork": True,
                         "dnsPolicy": "ClusterFirstWithHostNet",
-                        "securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "runAsNonRoot": True},
+                        "securityContext": {
+                            "runAsUser": 65532,
+                            "runAsGroup": 65532,
+                            "runAsNonRoot": True,
+                        },
                         "containers": [
                             {
                                 "name": "traefik",
@@ -227,14 +290,25 @@ def traefik(image: str, port: int, admin_port: int) -> list[dict[str, Any]]:
                                     "--global.sendanonymoususage=false",
                                 ],
                                 "readinessProbe": {
-                                    "httpGet": {"path": "/ping", "port": admin_port, "host": "127.0.0.1"},
+                                    "httpGet": {
+                                        "path": "/ping",
+                                        "port": admin_port,
+                                        "host": "127.0.0.1",
+                                    },
                                     "periodSeconds": 2,
                                 },
                                 "livenessProbe": {
-                                    "httpGet": {"path": "/ping", "port": admin_port, "host": "127.0.0.1"},
+                                    "httpGet": {
+                                        "path": "/ping",
+                                        "port": admin_port,
+                                        "host": "127.0.0.1",
+                                    },
                                     "periodSeconds": 10,
                                 },
-                                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+                                "resources": {
+                                    "requests": {"cpu": "100m", "memory": "64Mi"},
+                                    "limits": {"memory": "256Mi"},
+                                },
                                 "securityContext": _restricted_container(),
                             }
                         ],
@@ -264,17 +338,31 @@ def storage(layout: NodeLayout, volumes_dir: Path) -> list[dict[str, Any]]:
             {
                 "apiVersion": "v1",
                 "kind": "PersistentVolume",
-                "metadata": {"name": f"local-{i}", "labels": {"kubetrain.dev/local-volume": "true"}},
+                "metadata": {
+                    "name": f"local-{i}",
+                    "labels": {"kubetrain.dev/local-volume": "true"},
+                },
                 "spec": {
                     "capacity": {"storage": VOLUME_SIZE},
                     "accessModes": ["ReadWriteOnce"],
                     "persistentVolumeReclaimPolicy": "Retain",
                     "storageClassName": "local",
-                    "hostPath": {"path": str(volumes_dir / f"local-{i}"), "type": "DirectoryOrCreate"},
+                    "hostPath": {
+                        "path": str(volumes_dir / f"local-{i}"),
+                        "type": "DirectoryOrCreate",
+                    },
                     "nodeAffinity": {
                         "required": {
                             "nodeSelectorTerms": [
-                                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [layout.node_name]}]}
+                                {
+                                    "matchExpressions": [
+                                        {
+                                            "key": "kubernetes.io/hostname",
+                                            "operator": "In",
+                                            "values": [layout.node_name],
+                                        }
+                                    ]
+                                }
                             ]
                         }
                     },

@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         stage("1/6 starting the local platform")
         plat = Platform(REPO_ROOT / ".kubetrain", node=True)
         plat.up()
-        stage("    images: kubetrain-operator, kubetrain-trainer, MinIO, MLflow (buildah -> local registry)")
+        stage(
+            "    images: kubetrain-operator, kubetrain-trainer, MinIO, MLflow (buildah -> local registry)"
+        )
         images = plat.images(PRODUCT_IMAGES)
         cfg = FlowConfig(epochs=args.epochs)
         flow = Flow(plat, cfg, log=lambda m: print(f"[demo] {m}", flush=True))

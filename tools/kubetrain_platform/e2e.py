@@ -71,7 +71,9 @@ class FlowError(RuntimeError):
 class PortForward:
     """`kubectl port-forward` to a Service on a free local port, for as long as it is open."""
 
-    def __init__(self, kubectl: Path, kubeconfig: str, namespace: str, target: str, port: int) -> None:
+    def __init__(
+        self, kubectl: Path, kubeconfig: str, namespace: str, target: str, port: int
+    ) -> None:
         self.proc = subprocess.Popen(
             [
                 str(kubectl),
@@ -190,7 +192,11 @@ class Flow:
     # ------------------------------------------------------------------ bundled MinIO
     @property
     def minio_service(self) -> str:
-        return f"{self.cfg.release}-minio" if "kubetrain" in self.cfg.release else f"{self.cfg.release}-kubetrain-minio"
+        return (
+            f"{self.cfg.release}-minio"
+            if "kubetrain" in self.cfg.release
+            else f"{self.cfg.release}-kubetrain-minio"
+        )
 
     @property
     def secret_name(self) -> str:
@@ -201,7 +207,11 @@ class Flow:
         """MINIO_* for `kubetrain-data`, through a port-forward to the bundled MinIO."""
         if self._forward is None:
             self._forward = PortForward(
-                self.bin / "kubectl", self.env["KUBECONFIG"], self.cfg.namespace, f"svc/{self.minio_service}", 9000
+                self.bin / "kubectl",
+                self.env["KUBECONFIG"],
+                self.cfg.namespace,
+                f"svc/{self.minio_service}",
+                9000,
             )
         secret = self.core.read_namespaced_secret(self.secret_name, self.cfg.namespace)
         data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
@@ -215,7 +225,6 @@ class Flow:
         if self._forward is not None:
             self._forward.close()
             self._forward = None
-
 
     # ------------------------------------------------------------------ dataset
     def prepare_dataset(self) -> list[tuple[int, bytes]]:
@@ -299,7 +308,9 @@ class Flow:
         }
         try:
             self.core.create_namespace(
-                client.V1Namespace(metadata=client.V1ObjectMeta(name=self.cfg.namespace, labels=labels))
+                client.V1Namespace(
+                    metadata=client.V1ObjectMeta(name=self.cfg.namespace, labels=labels)
+                )
             )
         except client.ApiException as exc:
             if exc.status != 409:

@@ -50,8 +50,15 @@ SYSCTLS = (
     "net/ipv4/ip_forward",
     "net/bridge/bridge-nf-call-iptables",
 )
-#: Paths outside the state dir that kubelet or the CNI plugins create when missing.
-OUTSIDE_PATHS = (Path("/var/lib/kubelet"), Path("/var/lib/cni"), Path("/etc/cni"))
+#: Paths outside the state dir that kubelet, the CNI plugins or containerd create when
+#: missing (containerd v2 keeps its shims' sockets in /run/containerd/s whatever its state dir).
+OUTSIDE_PATHS = (
+    Path("/var/lib/kubelet"),
+    Path("/var/lib/cni"),
+    Path("/etc/cni"),
+    Path("/run/containerd"),
+    Path("/run/netns"),
+)
 
 
 class NodeError(RuntimeError):

@@ -172,6 +172,7 @@ imports = []
         runtime_type = "io.containerd.runc.v2"
         [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
           BinaryName = {_q(runc)}
+          Root = {_q(d / "runc")}
           SystemdCgroup = false
     [plugins."io.containerd.cri.v1.runtime".cni]
       bin_dirs = [{_q(CNI_BIN_DIR)}]

@@ -62,9 +62,13 @@ DEFAULT_PORTS: dict[str, int] = {
     "ingress": 38080,
     "ingress-admin": 38090,
 }
-#: Controllers the platform needs. The node-lifecycle controller is left out: with one node
-#: there is nowhere to evict pods to, and a slow heartbeat on a busy 2-core VM must not taint it.
+#: Controllers the platform needs. The node-lifecycle controller lifts the not-ready taint
+#: kubelet registers with; the taint-eviction controller is left out: with one node there is
+#: nowhere to evict pods to, and a slow heartbeat on a busy 2-core VM must not kill them.
 CONTROLLERS = (
+    "node-lifecycle-controller",
+    "persistentvolume-attach-detach-controller",
+    "service-cidr-controller",
     "job-controller",
     "cronjob-controller",
     "deployment-controller",
@@ -416,6 +420,8 @@ class Platform:
                 "--leader-elect=false",
                 f"--controllers={','.join(CONTROLLERS)}",
                 "--concurrent-job-syncs=5",
+                # Busy 2-core VM: a late heartbeat is not a dead node.
+                "--node-monitor-grace-period=2m",
                 "--v=0",
             ],
             base_env,
@@ -701,6 +707,7 @@ class Platform:
         """Host side of the node: recover from a crash, then bridge, sysctls, configs."""
         host = self.node_host
         try:
+            host.check_prerequisites()
             host.take_lock()  # refuses at once, before anything changes, if another node runs
         except NodeError as exc:
             raise PlatformError(str(exc)) from exc

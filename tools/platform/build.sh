@@ -279,7 +279,7 @@ build_pause() {
     exit 2
   }
   mkdir -p "$BIN/pause-$PAUSE_VERSION"
-  gcc -Os -Wall -static -DVERSION="v$PAUSE_VERSION" -o "$BIN/pause-$PAUSE_VERSION/pause.tmp" "$kdir/build/pause/linux/pause.c"
+  gcc -Os -Wall -static -s -DVERSION="v$PAUSE_VERSION" -o "$BIN/pause-$PAUSE_VERSION/pause.tmp" "$kdir/build/pause/linux/pause.c"
   mv "$BIN/pause-$PAUSE_VERSION/pause.tmp" "$BIN/pause-$PAUSE_VERSION/pause"
 }
 
