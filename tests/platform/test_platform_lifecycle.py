@@ -123,7 +123,7 @@ def test_node_up_is_idempotent_and_down_leaves_nothing(tmp_path: Path) -> None:
         shim_pids = plat.node_host.shim_pids()
         assert shim_pids, "no containerd shim for the add-on pods"
 
-        again = Platform(tmp_path / "p", log=lambda _m: None)
+        again = Platform(tmp_path / "p", log=print)
         again.up()
         assert again.record.pids == pids, "a second `up` must not restart anything"
         assert again.record.ports == plat.record.ports

@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,7 +58,7 @@ def _apply(plat: Platform, docs: list[dict[str, Any]]) -> None:
 @pytest.fixture(scope="module")
 def web(plat: Platform, python_image: str) -> Iterator[str]:
     """A namespace under PSA `restricted` with a 2-replica Python web server, Service, Ingress."""
-    ns = "node-web"
+    ns = f"node-web-{uuid.uuid4().hex[:6]}"
     labels = {"app": "web"}
     _apply(
         plat,
@@ -164,11 +165,25 @@ def test_pods_get_real_ips_that_endpointslices_hold(plat: Platform, web: str) ->
     held = sorted(a for s in slices["items"] for e in s["endpoints"] for a in e["addresses"])
     assert held == ips
     # The host reaches a pod by its IP and the Service by its ClusterIP.
-    with urllib.request.urlopen(f"http://{ips[0]}:8000/", timeout=5) as r:
-        assert r.status == 200
+    assert _get(f"http://{ips[0]}:8000/") in {p["metadata"]["name"] for p in pods}
     svc = json.loads(plat.kubectl(["-n", web, "get", "svc", "web", "-o", "json"]))
-    with urllib.request.urlopen(f"http://{svc['spec']['clusterIP']}/", timeout=5) as r:
-        assert r.read().decode() in {p["metadata"]["name"] for p in pods}
+    assert _get(f"http://{svc['spec']['clusterIP']}/") in {p["metadata"]["name"] for p in pods}
+
+
+def _get(url: str, *, host: str | None = None, within: float = 10.0) -> str:
+    """GET with retries for a few seconds: a just-Ready pod can refuse the very first
+    connection from the host (seen once in a few runs right after readiness)."""
+    deadline = time.monotonic() + within
+    while True:
+        req = urllib.request.Request(url, headers={"Host": host} if host else {})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                body: str = r.read().decode()
+                return body
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 def test_ingress_through_traefik_on_loopback(plat: Platform, web: str) -> None:
@@ -198,7 +213,7 @@ def test_logs_exec_and_port_forward(plat: Platform, web: str) -> None:
             "--",
             "python",
             "-c",
-            "import socket;print(socket.gethostbyname('web.node-web.svc.cluster.local'));"
+            f"import socket;print(socket.gethostbyname('web.{web}.svc.cluster.local'));"
             "print(open('/proc/net/route').read())",
         ]
     )

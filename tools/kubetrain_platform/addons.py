@@ -27,7 +27,7 @@ from kubetrain_platform.nodeconf import NodeLayout
 #: (namespace, kind, name) that `up` waits for after applying.
 WAIT_FOR = (("kube-system", "deployment", "coredns"), ("kube-system", "deployment", "traefik"))
 #: Static volumes offered to claims: enough for the chart's MinIO and MLflow plus test releases.
-VOLUMES = 8
+VOLUMES = 24
 VOLUME_SIZE = "20Gi"
 
 COREFILE = """\

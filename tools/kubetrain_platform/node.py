@@ -194,23 +194,27 @@ class NodeHost:
     ) -> None:
         """Every daemon's config file; the pause image must be in the registry by now."""
         lay = self.layout
-        lay.containerd_config.write_text(nodeconf.containerd_toml(lay, self.bin / "runc"))
+        write_if_changed(lay.containerd_config, nodeconf.containerd_toml(lay, self.bin / "runc"))
         hosts = lay.registry_hosts_dir / lay.registry
         hosts.mkdir(parents=True, exist_ok=True)
-        (hosts / "hosts.toml").write_text(nodeconf.registry_hosts_toml(lay.registry))
-        (lay.cni_conf_dir / "10-kubetrain.conflist").write_text(
-            nodeconf.to_json(nodeconf.cni_conflist(lay))
+        write_if_changed(hosts / "hosts.toml", nodeconf.registry_hosts_toml(lay.registry))
+        write_if_changed(
+            lay.cni_conf_dir / "10-kubetrain.conflist",
+            nodeconf.to_json(nodeconf.cni_conflist(lay)),
         )
-        lay.kubelet_config.write_text(
+        write_if_changed(
+            lay.kubelet_config,
             nodeconf.to_json(
                 nodeconf.kubelet_config(lay, ca=ca, cert=kubelet_cert, key=kubelet_key)
-            )
+            ),
         )
-        lay.proxy_config.write_text(
-            nodeconf.to_json(nodeconf.kube_proxy_config(lay, kubeconfigs["kube-proxy"]))
+        write_if_changed(
+            lay.proxy_config,
+            nodeconf.to_json(nodeconf.kube_proxy_config(lay, kubeconfigs["kube-proxy"])),
         )
-        lay.scheduler_config.write_text(
-            nodeconf.to_json(nodeconf.scheduler_config(kubeconfigs["kube-scheduler"]))
+        write_if_changed(
+            lay.scheduler_config,
+            nodeconf.to_json(nodeconf.scheduler_config(kubeconfigs["kube-scheduler"])),
         )
 
     def _ensure_bridge(self) -> None:
@@ -401,6 +405,13 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError, IndexError):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return False
+
+
+def write_if_changed(path: Path, text: str) -> None:
+    """Write only a changed file: kube-proxy exits when its config file is touched, and an
+    unchanged `up` must not restart anything."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
 
 
 def _run(argv: list[str]) -> None:

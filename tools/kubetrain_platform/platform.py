@@ -41,6 +41,7 @@ from pathlib import Path
 from kubetrain_platform import nodeconf
 from kubetrain_platform.certs import Pki, ensure_pki
 from kubetrain_platform.node import NodeError, NodeHost
+from kubetrain_platform.node import write_if_changed as node_write
 from kubetrain_platform.nodeconf import NodeLayout
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -731,8 +732,9 @@ class Platform:
         except NodeError as exc:
             raise PlatformError(str(exc)) from exc
         # The scheduler starts before images exist; its config does not name any.
-        self.layout.scheduler_config.write_text(
-            nodeconf.to_json(nodeconf.scheduler_config(self.state / "kube-scheduler.kubeconfig"))
+        node_write(
+            self.layout.scheduler_config,
+            nodeconf.to_json(nodeconf.scheduler_config(self.state / "kube-scheduler.kubeconfig")),
         )
 
     def _write_node_configs(self) -> None:

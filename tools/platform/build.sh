@@ -28,9 +28,9 @@ K8S_CMDS=(kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet 
 # containerd's three binaries come from one `go install`.
 CONTAINERD_CMDS=(containerd containerd-shim-runc-v2 ctr)
 # What a run without arguments builds (and then links into $BIN/current).
-DEFAULT_TARGETS=(etcd kubernetes minio helm containerd runc coredns traefik registry pause)
+DEFAULT_TARGETS=(etcd kubernetes minio helm containerd runc coredns traefik registry pause skaffold)
 # Every target main accepts.
-ALL_TARGETS=("${DEFAULT_TARGETS[@]}" skaffold)
+ALL_TARGETS=("${DEFAULT_TARGETS[@]}")
 
 CACHE="${KUBETRAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubetrain}"
 BIN="$CACHE/bin"
@@ -210,7 +210,7 @@ install_cmds() {
 
 build_containerd() {
   containerd_built && { log "containerd $CONTAINERD_VERSION cached"; return; }
-  log "building ${CONTAINERD_CMDS[*]} $CONTAINERD_VERSION (~1.5 min cold on 2 cores)"
+  log "building ${CONTAINERD_CMDS[*]} $CONTAINERD_VERSION (~1.5-2 min cold on 2 cores)"
   local m=github.com/containerd/containerd/v2 c pkgs=()
   for c in "${CONTAINERD_CMDS[@]}"; do pkgs+=("$m/cmd/$c@$CONTAINERD_VERSION"); done
   # Pure Go (CGO_ENABLED=0); the snapshotters that need host libraries or tools are left out.
@@ -225,7 +225,7 @@ build_runc() {
     echo "error: runc needs cgo and libseccomp: install gcc, pkg-config and libseccomp-dev (tools/platform/ensure-system.sh does)" >&2
     exit 3
   }
-  log "building runc $RUNC_VERSION (cgo + seccomp; ~40 s cold)"
+  log "building runc $RUNC_VERSION (cgo + seccomp; ~25-40 s cold)"
   # runc embeds its version from its VERSION file; there is no version ldflag to set.
   BUILD_FLAGS=(-tags "seccomp urfave_cli_no_docs" -ldflags "-s -w")
   CGO_ENABLED=1 install_cmds runc "$RUNC_VERSION" "github.com/opencontainers/runc@$RUNC_VERSION"
@@ -233,7 +233,7 @@ build_runc() {
 
 build_coredns() {
   built coredns "$COREDNS_VERSION" && { log "coredns $COREDNS_VERSION cached"; return; }
-  log "building coredns $COREDNS_VERSION (~2 min cold)"
+  log "building coredns $COREDNS_VERSION (~2-3.5 min cold)"
   # Its go.mod has no replace directives, so a plain `go install` works; the version is a
   # constant in its source.
   BUILD_FLAGS=(-ldflags "-s -w")
@@ -242,7 +242,7 @@ build_coredns() {
 
 build_traefik() {
   built traefik "$TRAEFIK_VERSION" && { log "traefik $TRAEFIK_VERSION cached"; return; }
-  log "building traefik $TRAEFIK_VERSION (wrapper module; ~6.5 min cold on 2 cores)"
+  log "building traefik $TRAEFIK_VERSION (wrapper module; ~6.5-9.5 min cold on 2 cores, downloads included)"
   local d="$WORK/traefik-$TRAEFIK_VERSION" m=github.com/traefik/traefik/v3
   wrapper_module "$d" traefik "$m" "$TRAEFIK_VERSION"
   (
@@ -257,7 +257,7 @@ build_traefik() {
 
 build_registry() {
   built registry "$REGISTRY_VERSION" && { log "registry $REGISTRY_VERSION cached"; return; }
-  log "building the distribution registry $REGISTRY_VERSION (~1.5 min cold)"
+  log "building the distribution registry $REGISTRY_VERSION (~1-1.5 min cold)"
   local m=github.com/distribution/distribution/v3
   BUILD_FLAGS=(-ldflags "-s -w -X $m/version.version=$REGISTRY_VERSION -X $m/version.mainpkg=$m")
   install_cmds registry "$REGISTRY_VERSION" "$m/cmd/registry@$REGISTRY_VERSION"
@@ -287,12 +287,12 @@ build_skaffold() {
   built skaffold "$SKAFFOLD_VERSION" && { log "skaffold $SKAFFOLD_VERSION cached"; return; }
   local m=github.com/GoogleContainerTools/skaffold/v2 err
   # The module proxy serves only some skaffold versions (it refuses the version list and, e.g.,
-  # v2.17.x). A refusal is reported in one line and does not fail the build.
+  # v2.17.x, while v2.16.1 is served). A refusal is reported in one line and fails nothing.
   if ! err=$(gomod_of "$m@$SKAFFOLD_VERSION" 2>&1 >/dev/null); then
     log "skaffold $SKAFFOLD_VERSION skipped: the module proxy refuses it: $err"
     return 0
   fi
-  log "building skaffold $SKAFFOLD_VERSION (wrapper module; ~8 min cold on 2 cores)"
+  log "building skaffold $SKAFFOLD_VERSION (wrapper module; ~4-5 min cold on 2 cores)"
   local d="$WORK/skaffold-$SKAFFOLD_VERSION" v="$m/pkg/skaffold/version"
   wrapper_module "$d" skaffold "$m" "$SKAFFOLD_VERSION"
   (
@@ -319,8 +319,12 @@ link_all() {
   ln -sf "$BIN/traefik-$TRAEFIK_VERSION/traefik" "$cur/traefik"
   ln -sf "$BIN/registry-$REGISTRY_VERSION/registry" "$cur/registry"
   ln -sf "$BIN/pause-$PAUSE_VERSION/pause" "$cur/pause"
-  # skaffold is not a default target: linked only once it has been built.
-  if built skaffold "$SKAFFOLD_VERSION"; then ln -sf "$BIN/skaffold-$SKAFFOLD_VERSION/skaffold" "$cur/skaffold"; fi
+  # skaffold is skipped (not built) when the module proxy refuses its version: link it only if built.
+  if built skaffold "$SKAFFOLD_VERSION"; then
+    ln -sf "$BIN/skaffold-$SKAFFOLD_VERSION/skaffold" "$cur/skaffold"
+  else
+    rm -f "$cur/skaffold"
+  fi
 }
 
 main() {
