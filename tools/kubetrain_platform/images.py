@@ -672,8 +672,10 @@ class ImageBuilder:
             context = spec.context
         # chroot isolation: crun (Debian's default OCI runtime for buildah) refuses cgroup v1
         # hybrid hosts; RUN steps of these trusted Dockerfiles need no more isolation.
-        argv = ["buildah", "build", "--layers", "--pull=never", "--isolation", "chroot"]
-        argv += ["--network", "host"]
+        # --force-rm: without it a failed build, and a stage that is only a FROM (the CA
+        # bundle stages), leave working containers behind.
+        argv = ["buildah", "build", "--layers", "--force-rm", "--pull=never"]
+        argv += ["--isolation", "chroot", "--network", "host"]
         if HOST_CA_BUNDLE.is_file():
             argv += ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
         for key, value in sorted(p.build_args.items()):
