@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements/*.txt
 	$(BIN)/uv pip install --python $(BIN)/python -q -c requirements/constraints.txt -r requirements/dev.txt -e .
 	@touch $@
 
-binaries: ## build etcd, kubernetes, minio and helm from source once per version (cached)
+binaries: ## build etcd, kubernetes, containerd, runc, coredns, traefik, registry, minio, helm, skaffold from source once per version (cached)
 	@tools/platform/build.sh
 
 test: install binaries ## the full suite, real servers included
@@ -33,10 +33,10 @@ demo: install binaries ## the local demo: platform, chart, dataset, training, se
 bench: install binaries ## benchmarks; each figure is printed next to a baseline from the same run
 	$(BIN)/python tools/bench/run.py $(BENCH_ARGS)
 
-platform-up: install binaries ## start etcd, kube-apiserver, controller-manager, MinIO, MLflow on 127.0.0.1
+platform-up: install binaries ## start the control plane, MinIO, MLflow and a real node (containerd, kubelet, kube-proxy, CoreDNS, Traefik)
 	$(BIN)/kubetrain-platform up
 
-platform-down: ## stop every platform process by pid
+platform-down: ## stop everything and undo the node's host changes (bridge, iptables, mounts, cgroups, sysctls)
 	@test -x $(BIN)/kubetrain-platform && $(BIN)/kubetrain-platform down || echo "platform: nothing installed, nothing running"
 
 platform-status: ## what runs and where

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from kubetrain_platform.node import LOCK, OUTSIDE_PATHS, SYSCTLS
-from kubetrain_platform.platform import Platform
+from kubetrain_platform.platform import Platform, reclaim_stale_node
 
 pytestmark = [pytest.mark.platform, pytest.mark.own_node, pytest.mark.timeout(900)]
 
@@ -73,6 +73,7 @@ def _kubectl(plat: Platform, *args: str) -> str:
 def test_node_up_is_idempotent_and_down_leaves_nothing(tmp_path: Path) -> None:
     from kubetrain_platform.envfile import read_env_file
 
+    reclaim_stale_node(print)  # a node killed with an earlier session must not count here
     before_sysctls = _sysctls()
     before_outside = {str(p): p.exists() for p in OUTSIDE_PATHS}
     assert not _chains(), "KUBE-/CNI- chains exist before the test: another node is running"

@@ -1,4 +1,5 @@
-"""skaffold.yaml cannot run here (no skaffold, no Docker engine): check it statically.
+"""skaffold.yaml, checked statically (the real `skaffold build/run` with the buildah profile
+runs against the local platform in tests/platform/test_packaging_skaffold_run.py).
 
 It must parse as a skaffold/v4beta* Config using only fields that schema has, build both
 images from the Dockerfiles in this repository, deploy charts/kubetrain, and hand each built
@@ -24,7 +25,7 @@ SKAFFOLD = yaml.safe_load((REPO / "skaffold.yaml").read_text())
 ALLOWED = {
     "config": {"apiVersion", "kind", "metadata", "build", "deploy", "profiles", "manifests"},
     "build": {"artifacts", "tagPolicy", "local", "platforms", "insecureRegistries"},
-    "artifact": {"image", "context", "docker", "requires", "sync", "platforms"},
+    "artifact": {"image", "context", "docker", "custom", "requires", "sync", "platforms"},
     "docker": {"dockerfile", "buildArgs", "target", "network", "cacheFrom", "noCache", "squash"},
     "local": {"push", "useBuildkit", "concurrency", "tryImportMissing", "useDockerCLI"},
     "release": {
@@ -173,9 +174,29 @@ def test_chart_renders_with_what_skaffold_would_set() -> None:
     )
 
 
+def test_kubetrain_local_profile_builds_every_chart_image_with_buildah() -> None:
+    profile = next(p for p in SKAFFOLD["profiles"] if p["name"] == "kubetrain-local")
+    assert profile["activation"] == [{"kubeContext": "kubetrain-local"}]
+    assert profile["build"]["local"]["push"] is True  # the node pulls only from the registry
+    arts = {a["image"]: a for a in profile["build"]["artifacts"]}
+    assert set(arts) == {
+        "kubetrain-operator",
+        "kubetrain-trainer",
+        "kubetrain-minio",
+        "kubetrain-mlflow",
+    }
+    for image, art in arts.items():
+        name = image.removeprefix("kubetrain-")
+        assert art["custom"]["buildCommand"] == f".venv/bin/kubetrain-platform publish {name}"
+    templates = profile["deploy"]["helm"]["releases"][0]["setValueTemplates"]
+    for name in ("operator", "trainer", "minio", "mlflow"):
+        assert templates[f"{name}.image.repository"] == f"{{{{.IMAGE_REPO_kubetrain_{name}}}}}"
+        assert templates[f"{name}.image.tag"] == f"{{{{.IMAGE_TAG_kubetrain_{name}}}}}"
+
+
 def test_profiles_local_and_remote() -> None:
     profiles = {p["name"]: p for p in SKAFFOLD["profiles"]}
-    assert set(profiles) == {"local", "remote"}
+    assert set(profiles) == {"local", "remote", "kubetrain-local"}
     local = profiles["local"]
     assert local["build"]["local"]["push"] is False
     contexts = {a["kubeContext"] for a in local["activation"]}

@@ -67,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
         default=["operator", "trainer", "minio", "mlflow"],
         help="which images (default: operator trainer minio mlflow; also pause coredns traefik)",
     )
+    publish = sub.add_parser(
+        "publish",
+        help="build one image and push it as $IMAGE (skaffold's custom builder contract)",
+    )
+    publish.add_argument("name", help="operator, trainer, minio, mlflow, pause, coredns, traefik")
+    publish.add_argument(
+        "--image",
+        default=os.environ.get("IMAGE", ""),
+        help="target reference REGISTRY/REPO:TAG (default: $IMAGE, set by skaffold)",
+    )
     sub.add_parser(
         "leftovers", help="list what a stopped platform left on the host (exit 1 if anything)"
     )
@@ -91,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"\nsource {plat.env_path}   # KUBECONFIG, MINIO_*, MLFLOW_TRACKING_URI, KUBETRAIN_BIN"
             )
             return 0
+        if args.command == "publish":
+            return _publish(args)
         plat = Platform(args.state_dir, bin_dir=args.bin_dir)
         if args.command == "down":
             stopped = plat.down()
@@ -135,6 +147,38 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def _publish(args: argparse.Namespace) -> int:
+    """skaffold runs this with IMAGE and PUSH_IMAGE; the registry is the image's own host."""
+    from kubetrain_platform.images import ImageBuilder, ImageError
+    from kubetrain_platform.platform import cache_dir, default_bin_dir
+
+    if "/" not in args.image or ":" not in args.image.rsplit("/", 1)[1]:
+        print(
+            f"platform: error: --image/$IMAGE must be REGISTRY/REPO:TAG, not {args.image!r}",
+            file=sys.stderr,
+        )
+        return 2
+    if os.environ.get("PUSH_IMAGE", "true") != "true":
+        print(
+            "platform: error: images can only reach the node through its registry (push: true)",
+            file=sys.stderr,
+        )
+        return 2
+    builder = ImageBuilder(
+        registry=args.image.split("/", 1)[0],
+        cache_dir=cache_dir(),
+        bin_dir=args.bin_dir or default_bin_dir(),
+        repo_root=REPO_ROOT,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    try:
+        builder.publish(args.name, args.image)
+    except ImageError as exc:
+        print(f"platform: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -558,6 +558,20 @@ class ImageBuilder:
                 self._log(f"  {r.line()}")
         return refs
 
+    def publish(self, name: str, target: str) -> str:
+        """Build NAME as `ensure` does, then push it under TARGET as well: skaffold's custom
+        builder names the reference it wants (its own tag policy) in $IMAGE."""
+        ref = self.ensure([name])[name]
+        spec = next(s for s in self.specs if s.name == name)
+        local = f"localhost/{spec.repo}:{ref.rsplit(':', 1)[1]}"
+        if not self._local_exists(local):  # built elsewhere: the registry has it
+            self._buildah("pull", "--tls-verify=false", ref)
+            local = ref
+        argv = ["buildah", "push", "--tls-verify=false", "--compression-format", self.compression]
+        self._run([*argv, local, f"docker://{target}"], image=name, what="push")
+        self._log(f"images: {name} published as {target}")
+        return target
+
     # ---------------------------------------------------------------- planning
     def _select(self, names: Sequence[str] | None) -> list[ImageSpec]:
         if not names:

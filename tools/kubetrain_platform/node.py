@@ -138,6 +138,18 @@ class NodeHost:
                     return other
         return None  # a stale lock from a crashed node: ours to take over
 
+    def stale_holder(self) -> str | None:
+        """State dir of another node whose processes are all gone but whose lock remains
+        (killed, or its machine's session ended): its host changes are still there."""
+        try:
+            raw = json.loads(LOCK.read_text())
+        except (OSError, ValueError):
+            return None
+        other = str(raw.get("state", ""))
+        if not other or other == str(self.state) or self.holder() is not None:
+            return None
+        return other
+
     def take_lock(self) -> None:
         other = self.holder()
         if other:

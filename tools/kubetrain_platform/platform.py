@@ -40,7 +40,7 @@ from pathlib import Path
 
 from kubetrain_platform import nodeconf
 from kubetrain_platform.certs import Pki, ensure_pki
-from kubetrain_platform.node import NodeError, NodeHost
+from kubetrain_platform.node import LOCK, NodeError, NodeHost
 from kubetrain_platform.node import write_if_changed as node_write
 from kubetrain_platform.nodeconf import NodeLayout
 
@@ -117,6 +117,29 @@ def cache_dir() -> Path:
 
 def default_bin_dir() -> Path:
     return cache_dir() / "bin" / "current"
+
+
+def reclaim_stale_node(log: Callable[[str], None], host: NodeHost | None = None) -> None:
+    """Tear down what a dead node of another state dir left on the host (bridge, chains,
+    mounts, cgroups, sysctls), so a crash or a killed session never blocks the next `up`."""
+    probe = host or NodeHost(
+        NodeLayout(Path("/nonexistent"), -1, "", 0, 0, 0, 0, 0, "", ""),
+        default_bin_dir(),
+        Path("/nonexistent"),
+    )
+    other = probe.stale_holder()
+    if other is None:
+        return
+    if not (Path(other) / "platform.json").exists():
+        log(f"  node: removing the lock of {other}, which no longer exists")
+        LOCK.unlink(missing_ok=True)
+        return
+    dead = Platform(Path(other), log=log)
+    left = dead.node_host.leftovers()
+    log(f"  node: the node of {other} is dead; cleaning up what it left ({len(left)} items)")
+    dead.node_host.teardown()
+    dead.record.pids = {}
+    dead._save_record()
 
 
 def _free_net_index() -> int:
@@ -709,6 +732,7 @@ class Platform:
         host = self.node_host
         try:
             host.check_prerequisites()
+            reclaim_stale_node(self._log, host)
             host.take_lock()  # refuses at once, before anything changes, if another node runs
         except NodeError as exc:
             raise PlatformError(str(exc)) from exc
