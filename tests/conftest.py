@@ -77,10 +77,20 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformInfo]
         env = read_env_file(path)
         yield PlatformInfo(env=env, state_dir=Path(env.get("KUBETRAIN_STATE_DIR", path.parent)))
         return
-    from kubetrain_platform.platform import Platform
+    from kubetrain_platform.node import NodeHost
+    from kubetrain_platform.platform import Platform, default_bin_dir, reclaim_stale_node
 
     state = tmp_path_factory.mktemp("platform")
     plat = Platform(state, ports="free")
+    other = NodeHost(plat.layout, default_bin_dir(), state).holder()
+    if other:
+        # One clear stop instead of every platform test erroring with the same message.
+        pytest.exit(
+            f"a kubetrain node from {other} (the demo?) is running on this machine and only one "
+            "node can run at a time: stop it (`make platform-down`) and run the tests again",
+            returncode=3,
+        )
+    reclaim_stale_node(print)
     try:
         plat.up()
         yield PlatformInfo(env=plat.env(), state_dir=state, started_here=True)
@@ -103,19 +113,42 @@ def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-def namespace(kube: object) -> Iterator[str]:
+def _namespace(kube: object, annotations: dict[str, str] | None = None) -> Iterator[str]:
     from kubernetes import client
 
     core = client.CoreV1Api(kube)  # type: ignore[arg-type]
     name = _unique("t")
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, annotations=annotations))
+    )
     yield name
     try:
         core.delete_namespace(name, propagation_policy="Background")
     except client.ApiException as exc:
         if exc.status != 404:
             raise
+
+
+@pytest.fixture
+def namespace(kube: object) -> Iterator[str]:
+    yield from _namespace(kube)
+
+
+#: A node label no node has: with the apiserver's PodNodeSelector admission plugin, every pod
+#: of a namespace annotated with it stays unscheduled.
+NO_NODE = "kubetrain.dev/no-such-node=true"
+
+
+@pytest.fixture
+def unscheduled_namespace(kube: object) -> Iterator[str]:
+    """A namespace whose pods are never scheduled onto the real node.
+
+    For the operator-logic tests that play the kubelet for a pod (FakeKubelet, faked
+    readiness): the real kubelet must not run those pods and overwrite the status the test
+    writes. What a real node does with the same Jobs and Deployments is covered by
+    tests/platform/test_e2e.py.
+    """
+    yield from _namespace(kube, {"scheduler.alpha.kubernetes.io/node-selector": NO_NODE})
 
 
 @pytest.fixture(scope="session")

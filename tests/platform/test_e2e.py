@@ -43,6 +43,9 @@ def flow(platform: PlatformInfo, tmp_path_factory: pytest.TempPathFactory) -> It
         yield flow
     finally:
         flow.close()
+        # The release's operator watches every namespace: left running, it would act on the
+        # DatasetWatches of the tests that come after this one.
+        flow.uninstall()
 
 
 class Poller:

@@ -33,6 +33,12 @@ from tests.platform.test_operator_support import (
 pytestmark = pytest.mark.platform
 
 
+@pytest.fixture
+def namespace(unscheduled_namespace: str) -> str:
+    """This module plays the kubelet for its pods: they must never reach the real node."""
+    return unscheduled_namespace
+
+
 def wait_label(
     k8s: Kube, ns: str, name: str, label: str, changes: int, timeout: float = 30
 ) -> dict[str, int]:

@@ -28,6 +28,12 @@ from tests.platform.test_operator_support import (
 pytestmark = pytest.mark.platform
 
 
+@pytest.fixture
+def namespace(unscheduled_namespace: str) -> str:
+    """This module plays the kubelet for its pods: they must never reach the real node."""
+    return unscheduled_namespace
+
+
 @pytest.mark.parametrize("point", ["job", "status"])
 def test_restart_between_steps_of_a_launch_adopts_and_never_duplicates(
     point: str, k8s: Kube, namespace: str, s3: Any, source: dict[str, str], operators: Any

@@ -21,16 +21,26 @@ pytestmark = [pytest.mark.platform, pytest.mark.slow, pytest.mark.timeout(1800)]
 NAMESPACE = "kubetrain"  # the profile's release namespace
 
 
-def _skaffold(plat: Platform, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    registry = plat.layout.registry
-    env = {
+def _env(plat: Platform, tmp_path: Path) -> dict[str, str]:
+    """skaffold 2.16 drives helm 3 (`helm version --client` is gone in helm 4): a `helm` on
+    its PATH that is the helm3 build."""
+    helm_dir = tmp_path / "helm3"
+    helm_dir.mkdir(exist_ok=True)
+    if not (helm_dir / "helm").exists():
+        (helm_dir / "helm").symlink_to(plat.bin / "helm3")
+    return {
         **os.environ,
         "KUBECONFIG": str(plat.kubeconfig),
-        "PATH": f"{plat.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PATH": f"{helm_dir}:{plat.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         # skaffold keeps its global config and caches in HOME; no update check offline.
         "HOME": str(tmp_path),
         "SKAFFOLD_UPDATE_CHECK": "false",
     }
+
+
+def _skaffold(plat: Platform, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    registry = plat.layout.registry
+    env = _env(plat, tmp_path)
     argv = [
         str(plat.bin / "skaffold"),
         *args,
@@ -85,12 +95,7 @@ def test_skaffold_build_and_run_with_buildah(platform: PlatformInfo, tmp_path: P
                 "--kube-context=kubetrain-local",
             ],
             cwd=REPO,
-            env={
-                **os.environ,
-                "KUBECONFIG": str(plat.kubeconfig),
-                "PATH": f"{plat.bin}:{os.environ.get('PATH', '')}",
-                "HOME": str(tmp_path),
-            },
+            env=_env(plat, tmp_path),
             capture_output=True,
             check=False,
             timeout=300,

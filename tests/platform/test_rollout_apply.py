@@ -26,6 +26,13 @@ from kubetrain_operator.rollout import RolloutSettings
 
 pytestmark = pytest.mark.platform
 
+
+@pytest.fixture
+def namespace(unscheduled_namespace: str) -> str:
+    """This module plays the kubelet for its pods: they must never reach the real node."""
+    return unscheduled_namespace
+
+
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "charts" / "kubetrain" / "crds" / "datasetwatch.yaml"
 SETTINGS = RolloutSettings(default_image="kubetrain-trainer:test")

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     failures = 0
     with tempfile.TemporaryDirectory(prefix="kubetrain-bench-") as tmp:
-        plat = Platform(Path(tmp) / "platform", ports="free")
+        # Control plane only: bench_platform starts nodes of its own (one node per machine).
+        plat = Platform(Path(tmp) / "platform", ports="free", node=False)
         try:
             plat.up()
             env = {**os.environ, "KUBETRAIN_PLATFORM_ENV": str(plat.env_path)}

@@ -290,6 +290,8 @@ def traefik(image: str, port: int, admin_port: int) -> list[dict[str, Any]]:
                                     "--global.sendanonymoususage=false",
                                 ],
                                 "readinessProbe": {
+                                    # Traefik opens its ping entry point about a second in.
+                                    "initialDelaySeconds": 2,
                                     "httpGet": {
                                         "path": "/ping",
                                         "port": admin_port,

@@ -184,6 +184,23 @@ class Flow:
             ]
         )
 
+    def uninstall(self) -> None:
+        """helm uninstall the release and delete its namespace (watches, Jobs, serving)."""
+        self._run(
+            [
+                str(self.bin / "helm"),
+                "uninstall",
+                self.cfg.release,
+                "-n",
+                self.cfg.namespace,
+                "--wait",
+                "--timeout",
+                "3m",
+                "--ignore-not-found",
+            ]
+        )
+        self.plat.kubectl(["delete", "namespace", self.cfg.namespace, "--ignore-not-found"])
+
     def helm_test(self) -> str:
         return self._run(
             [str(self.bin / "helm"), "test", self.cfg.release, "-n", self.cfg.namespace, "--logs"]

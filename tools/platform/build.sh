@@ -23,12 +23,15 @@ REGISTRY_VERSION="${REGISTRY_VERSION:-v3.1.2}"
 PAUSE_TAG="${PAUSE_TAG:-3.10.2}"
 PAUSE_VERSION="$PAUSE_TAG-k8s$K8S_VERSION"
 SKAFFOLD_VERSION="${SKAFFOLD_VERSION:-v2.16.1}"
+# skaffold 2.16's helm deployer runs `helm version --client`, which helm 4 removed: it drives a
+# helm 3 (linked as `helm3`; the product and the demo use helm 4).
+HELM3_VERSION="${HELM3_VERSION:-v3.21.4}"
 # Every Kubernetes binary comes from one wrapper module, so they share one build cache.
 K8S_CMDS=(kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy)
 # containerd's three binaries come from one `go install`.
 CONTAINERD_CMDS=(containerd containerd-shim-runc-v2 ctr)
 # What a run without arguments builds (and then links into $BIN/current).
-DEFAULT_TARGETS=(etcd kubernetes minio helm containerd runc coredns traefik registry pause skaffold)
+DEFAULT_TARGETS=(etcd kubernetes minio helm containerd runc coredns traefik registry pause skaffold helm3)
 # Every target main accepts.
 ALL_TARGETS=("${DEFAULT_TARGETS[@]}")
 
@@ -146,6 +149,13 @@ build_helm() {
   log "building helm $HELM_VERSION (~2-3.5 min cold)"
   mkdir -p "$BIN/helm-$HELM_VERSION"
   GOBIN="$BIN/helm-$HELM_VERSION" go install -trimpath "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+}
+
+build_helm3() {
+  built helm "helm3-$HELM3_VERSION" && { log "helm3 $HELM3_VERSION cached"; return; }
+  log "building helm $HELM3_VERSION for skaffold (~2-3 min cold)"
+  mkdir -p "$BIN/helm-helm3-$HELM3_VERSION"
+  GOBIN="$BIN/helm-helm3-$HELM3_VERSION" go install -trimpath "helm.sh/helm/v3/cmd/helm@$HELM3_VERSION"
 }
 
 # mod_directives GOMOD: the replace and exclude directives of a go.mod, one per line in
@@ -313,6 +323,7 @@ link_all() {
   for c in "${K8S_CMDS[@]}"; do ln -sf "$BIN/$c-$K8S_VERSION/$c" "$cur/$c"; done
   ln -sf "$BIN/minio-$MINIO_VERSION/minio" "$cur/minio"
   ln -sf "$BIN/helm-$HELM_VERSION/helm" "$cur/helm"
+  ln -sf "$BIN/helm-helm3-$HELM3_VERSION/helm" "$cur/helm3"
   for c in "${CONTAINERD_CMDS[@]}"; do ln -sf "$BIN/$c-$CONTAINERD_VERSION/$c" "$cur/$c"; done
   ln -sf "$BIN/runc-$RUNC_VERSION/runc" "$cur/runc"
   ln -sf "$BIN/coredns-$COREDNS_VERSION/coredns" "$cur/coredns"
@@ -357,6 +368,7 @@ built_target() {
     kubernetes) k8s_built ;;
     minio) built minio "$MINIO_VERSION" ;;
     helm) built helm "$HELM_VERSION" ;;
+    helm3) built helm "helm3-$HELM3_VERSION" ;;
     containerd) containerd_built ;;
     runc) built runc "$RUNC_VERSION" ;;
     coredns) built coredns "$COREDNS_VERSION" ;;
