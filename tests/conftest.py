@@ -14,6 +14,7 @@ the platform is part of what the suite tests.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -96,6 +97,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformInfo]
         yield PlatformInfo(env=plat.env(), state_dir=state, started_here=True)
     finally:
         plat.down()
+        # Keep the logs for a failed run; drop the gigabytes (registry blobs, unpacked image
+        # layers, volumes): pytest keeps the last three runs' temporary directories.
+        for heavy in ("registry", "node", "volumes", "minio-data", "etcd", "mlflow"):
+            shutil.rmtree(state / heavy, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ own images, built with buildah), with the chart's bundled MinIO and MLflow as po
 only through the product's public surfaces (helm, `kubectl port-forward` + kubetrain-data,
 the Kubernetes API, HTTP through Traefik). Asserts, in order:
 0. `helm test` passes; every pod is admitted under Pod Security `restricted`, has a real pod
-   IP that its EndpointSlice holds, and answers `kubectl logs`;
+   IP that its EndpointSlice holds, and answers `kubectl logs`, `exec` and `port-forward`;
 1. the first model version is served through the Ingress, with sane accuracy;
 2. 200 changes to a label trigger nothing, the 201st triggers a retrain;
 3. the operator pod deleted mid-training recovers without a second Job;
@@ -15,13 +15,14 @@ the Kubernetes API, HTTP through Traefik). Asserts, in order:
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubetrain_platform.e2e import Flow, FlowConfig, FlowError
+from kubetrain_platform.e2e import Flow, FlowConfig, FlowError, PortForward
 from kubetrain_platform.platform import PRODUCT_IMAGES, Platform
 
 from tests.conftest import PlatformInfo
@@ -102,8 +103,23 @@ def _pods_are_real(flow: Flow) -> None:
     addrs = {a for s in slices.items for e in (s.endpoints or []) for a in e.addresses}
     assert addrs and addrs <= ips, (addrs, ips)
     for pod in running:
-        log = flow.plat.kubectl(["-n", flow.cfg.namespace, "logs", pod.metadata.name, "--tail=5"])
-        assert isinstance(log, str)
+        name = pod.metadata.name
+        assert flow.plat.kubectl(["-n", flow.cfg.namespace, "logs", name, "--tail=5"]).strip()
+        # exec: the container's own program answers --help (MinIO's image has nothing else).
+        container = pod.spec.containers[0]
+        program = (container.command or ["sh"])[0]
+        flow.plat.kubectl(["-n", flow.cfg.namespace, "exec", name, "--", program, "--help"])
+        # port-forward: a TCP connection through the kubelet reaches the container's port.
+        port = container.ports[0].container_port
+        fwd = PortForward(
+            flow.bin / "kubectl", flow.env["KUBECONFIG"], flow.cfg.namespace, f"pod/{name}", port
+        )
+        try:
+            with socket.create_connection(("127.0.0.1", fwd.local_port), timeout=5) as conn:
+                conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert conn.recv(16), f"nothing came back through port-forward to {name}:{port}"
+        finally:
+            fwd.close()
 
 
 def test_upload_to_served_prediction(flow: Flow) -> None:

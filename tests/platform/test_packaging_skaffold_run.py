@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kubetrain_platform.platform import Platform
+from kubetrain_platform.platform import Platform, cache_dir
 
 from tests.conftest import REPO, PlatformInfo
 
@@ -32,8 +32,10 @@ def _env(plat: Platform, tmp_path: Path) -> dict[str, str]:
         **os.environ,
         "KUBECONFIG": str(plat.kubeconfig),
         "PATH": f"{helm_dir}:{plat.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        # skaffold keeps its global config and caches in HOME; no update check offline.
+        # skaffold keeps its global config and caches in HOME; no update check offline. The
+        # builds it runs keep using the machine's binary and image caches.
         "HOME": str(tmp_path),
+        "KUBETRAIN_CACHE": str(cache_dir()),
         "SKAFFOLD_UPDATE_CHECK": "false",
     }
 
