@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from kubetrain_platform.node import LOCK, OUTSIDE_PATHS, SYSCTLS
-from kubetrain_platform.platform import Platform, reclaim_stale_node
+from kubetrain_platform.platform import COMPONENT_ORDER, Platform, reclaim_stale_node
 
 pytestmark = [pytest.mark.platform, pytest.mark.own_node, pytest.mark.timeout(900)]
 
@@ -27,18 +27,7 @@ REQUIRED = {
     "KUBETRAIN_INGRESS_URL",
     "KUBETRAIN_REGISTRY",
 }
-SERVERS = {
-    "etcd",
-    "apiserver",
-    "controller-manager",
-    "scheduler",
-    "minio",
-    "mlflow",
-    "registry",
-    "containerd",
-    "kubelet",
-    "kube-proxy",
-}
+SERVERS = set(COMPONENT_ORDER)  # every server `up` starts, the node included
 
 
 def _listening(port: int) -> bool:

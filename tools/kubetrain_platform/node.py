@@ -134,7 +134,7 @@ class NodeHost:
             rec = json.loads(Path(pids).read_text())
             for name in ("containerd", "kubelet", "kube-proxy"):
                 pid = rec.get("pids", {}).get(name)
-                if pid and _alive(int(pid)):
+                if pid and pid_alive(int(pid)):
                     return other
         return None  # a stale lock from a crashed node: ours to take over
 
@@ -407,7 +407,8 @@ class NodeHost:
 
 
 # ---------------------------------------------------------------------- helpers
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether PID runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from kubetrain_platform import nodeconf
 from kubetrain_platform.certs import Pki, ensure_pki
-from kubetrain_platform.node import LOCK, NodeError, NodeHost
+from kubetrain_platform.node import LOCK, NodeError, NodeHost, pid_alive
 from kubetrain_platform.node import write_if_changed as node_write
 from kubetrain_platform.nodeconf import NodeLayout
 
@@ -594,17 +594,7 @@ class Platform:
     # ---------------------------------------------------------------- process control
     @staticmethod
     def pid_alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        try:  # a zombie is not alive
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            return stat.rsplit(")", 1)[1].split()[0] != "Z"
-        except OSError:
-            return False
+        return pid_alive(pid)
 
     def running(self, name: str) -> bool:
         pid = self.record.pids.get(name)
