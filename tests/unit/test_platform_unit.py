@@ -45,3 +45,20 @@ def test_ports_and_credentials_persist_per_state_dir(tmp_path: Path) -> None:
     assert b.record.ports == a.record.ports
     assert b.record.minio_secret_key == a.record.minio_secret_key
     assert b.record.ports != DEFAULT_PORTS or a.record.ports == DEFAULT_PORTS
+
+
+def test_a_port_in_use_is_named_before_anything_starts(tmp_path: Path) -> None:
+    import socket
+
+    import pytest
+    from kubetrain_platform.platform import PlatformError, free_port
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        ports = {name: free_port() for name in DEFAULT_PORTS} | {"apiserver": port}
+        plat = Platform(tmp_path, ports=ports, log=lambda _m: None)
+        with pytest.raises(PlatformError, match=rf"port {port} \(apiserver\) is in use"):
+            plat.check_ports()
+    plat.check_ports()  # released: nothing to say

@@ -699,6 +699,7 @@ class Platform:
         if self.record.node:
             self._prepare_node()
         comps = {c.name: c for c in self.components()}
+        self.check_ports()
         self._log(f"platform: starting in {self.state}")
         for name in ("etcd", "apiserver", "controller-manager", "minio"):
             self._start(comps[name])
@@ -718,6 +719,40 @@ class Platform:
         elapsed = time.monotonic() - t0
         self._log(f"platform: ready in {elapsed:.1f}s; env: {self.env_path}")
         return elapsed
+
+    #: Which component owns which port (several own two); a port of a running component is its own.
+    PORT_OWNERS = {
+        "etcd-peer": "etcd",
+        "minio-console": "minio",
+        "kubelet-healthz": "kubelet",
+        "proxy-healthz": "kube-proxy",
+        "proxy-metrics": "kube-proxy",
+        "ingress": "kube-proxy",  # Traefik's pod: up while the node runs
+        "ingress-admin": "kube-proxy",
+    }
+
+    def check_ports(self) -> None:
+        """One clear line per port another process holds, before anything starts (instead of
+        a server dying in its log with `address already in use`)."""
+        busy = []
+        for name, port in sorted(self.record.ports.items()):
+            owner = self.PORT_OWNERS.get(name, name)
+            if not self.record.node and owner in NODE_COMPONENTS:
+                continue
+            if self.running(owner):
+                continue
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    busy.append(f"port {port} ({name}) is in use by another process")
+        if busy:
+            raise PlatformError(
+                "; ".join(busy)
+                + ". Free it, or use another state dir with `kubetrain-platform --state-dir DIR "
+                "up --ports free` (ports are kept per state dir in platform.json)."
+            )
 
     def _prepare_node(self) -> None:
         """Host side of the node: recover from a crash, then bridge, sysctls, configs."""
