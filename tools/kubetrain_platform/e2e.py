@@ -185,7 +185,12 @@ class Flow:
         )
 
     def uninstall(self) -> None:
-        """helm uninstall the release and delete its namespace (watches, Jobs, serving)."""
+        """Delete the watches while the operator still runs (it holds their finalizers), then
+        helm uninstall the release and delete its namespace."""
+        self.plat.kubectl(
+            ["-n", self.cfg.namespace, "delete", "datasetwatches", "--all", "--timeout=120s"],
+            timeout=180,
+        )
         self._run(
             [
                 str(self.bin / "helm"),
@@ -199,7 +204,9 @@ class Flow:
                 "--ignore-not-found",
             ]
         )
-        self.plat.kubectl(["delete", "namespace", self.cfg.namespace, "--ignore-not-found"])
+        self.plat.kubectl(
+            ["delete", "namespace", self.cfg.namespace, "--ignore-not-found", "--wait=false"]
+        )
 
     def helm_test(self) -> str:
         return self._run(
