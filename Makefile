@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# What the demo runs; skaffold and its helm 3 are built for the tests only.
+DEMO_BINARIES := etcd kubernetes minio helm containerd runc coredns traefik registry pause
 
 .PHONY: install binaries test test-unit demo bench platform-up platform-down platform-status lint format manifests clean
 
@@ -27,13 +29,15 @@ test: install binaries ## the full suite, real servers included
 test-unit: install ## only tests that need no platform
 	$(BIN)/python -m pytest -m "not platform" $(PYTEST_ARGS)
 
-demo: install binaries ## the local demo: platform, chart, dataset, training, serving
+demo: install ## the local demo: platform, chart, dataset, training, serving
+	@tools/platform/build.sh $(DEMO_BINARIES)
 	$(BIN)/python -m kubetrain_platform.demo
 
 bench: install binaries ## benchmarks; each figure is printed next to a baseline from the same run
 	$(BIN)/python tools/bench/run.py $(BENCH_ARGS)
 
-platform-up: install binaries ## start the control plane, MinIO, MLflow and a real node (containerd, kubelet, kube-proxy, CoreDNS, Traefik)
+platform-up: install ## start the control plane, MinIO, MLflow and a real node (containerd, kubelet, kube-proxy, CoreDNS, Traefik)
+	@tools/platform/build.sh $(DEMO_BINARIES)
 	$(BIN)/kubetrain-platform up
 
 platform-down: ## stop everything and undo the node's host changes (bridge, iptables, mounts, cgroups, sysctls)

@@ -319,23 +319,21 @@ build_skaffold() {
 link_all() {
   local cur="$BIN/current" c
   mkdir -p "$cur"
-  ln -sf "$BIN/etcd-$ETCD_VERSION/etcd" "$cur/etcd"
-  for c in "${K8S_CMDS[@]}"; do ln -sf "$BIN/$c-$K8S_VERSION/$c" "$cur/$c"; done
-  ln -sf "$BIN/minio-$MINIO_VERSION/minio" "$cur/minio"
-  ln -sf "$BIN/helm-$HELM_VERSION/helm" "$cur/helm"
-  ln -sf "$BIN/helm-helm3-$HELM3_VERSION/helm" "$cur/helm3"
-  for c in "${CONTAINERD_CMDS[@]}"; do ln -sf "$BIN/$c-$CONTAINERD_VERSION/$c" "$cur/$c"; done
-  ln -sf "$BIN/runc-$RUNC_VERSION/runc" "$cur/runc"
-  ln -sf "$BIN/coredns-$COREDNS_VERSION/coredns" "$cur/coredns"
-  ln -sf "$BIN/traefik-$TRAEFIK_VERSION/traefik" "$cur/traefik"
-  ln -sf "$BIN/registry-$REGISTRY_VERSION/registry" "$cur/registry"
-  ln -sf "$BIN/pause-$PAUSE_VERSION/pause" "$cur/pause"
-  # skaffold is skipped (not built) when the module proxy refuses its version: link it only if built.
-  if built skaffold "$SKAFFOLD_VERSION"; then
-    ln -sf "$BIN/skaffold-$SKAFFOLD_VERSION/skaffold" "$cur/skaffold"
-  else
-    rm -f "$cur/skaffold"
-  fi
+  # link NAME PATH: point current/NAME at PATH if that binary is built; never leave a dangling
+  # link (a subset of targets, or skaffold refused by the module proxy).
+  link() { if [ -x "$2" ]; then ln -sf "$2" "$cur/$1"; else rm -f "$cur/$1"; fi; }
+  link etcd "$BIN/etcd-$ETCD_VERSION/etcd"
+  for c in "${K8S_CMDS[@]}"; do link "$c" "$BIN/$c-$K8S_VERSION/$c"; done
+  link minio "$BIN/minio-$MINIO_VERSION/minio"
+  link helm "$BIN/helm-$HELM_VERSION/helm"
+  link helm3 "$BIN/helm-helm3-$HELM3_VERSION/helm"
+  for c in "${CONTAINERD_CMDS[@]}"; do link "$c" "$BIN/$c-$CONTAINERD_VERSION/$c"; done
+  link runc "$BIN/runc-$RUNC_VERSION/runc"
+  link coredns "$BIN/coredns-$COREDNS_VERSION/coredns"
+  link traefik "$BIN/traefik-$TRAEFIK_VERSION/traefik"
+  link registry "$BIN/registry-$REGISTRY_VERSION/registry"
+  link pause "$BIN/pause-$PAUSE_VERSION/pause"
+  link skaffold "$BIN/skaffold-$SKAFFOLD_VERSION/skaffold"
 }
 
 main() {
@@ -353,12 +351,8 @@ main() {
   for t in "${targets[@]}"; do
     if built_target "$t"; then log "$t cached"; else timed "$t" "build_$t"; fi
   done
-  # current/ is relinked only when every default target was requested, so no link dangles.
-  local all=1
-  for t in "${DEFAULT_TARGETS[@]}"; do
-    case " ${targets[*]} " in *" $t "*) ;; *) all=0 ;; esac
-  done
-  [ $all -eq 0 ] || link_all
+  # current/ always points at the pinned version of every binary that is built.
+  link_all
   log "all requested binaries ready in $BIN ($(( $(date +%s) - t0 ))s)"
 }
 
