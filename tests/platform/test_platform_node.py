@@ -201,21 +201,20 @@ def test_ingress_through_traefik_on_loopback(plat: Platform, web: str) -> None:
     assert seen == names, f"Traefik reached {seen}, pods are {names}"
 
 
+def _python_in(plat: Platform, ns: str, pod: str, code: str) -> str:
+    """`kubectl exec` a Python snippet in POD; its stdout."""
+    return plat.kubectl(["-n", ns, "exec", pod, "--", "python", "-c", code])
+
+
 def test_logs_exec_and_port_forward(plat: Platform, web: str) -> None:
     pod = _pods(plat, web)[0]["metadata"]["name"]
     # exec: DNS resolves a Service name, and the pod has no default route.
-    out = plat.kubectl(
-        [
-            "-n",
-            web,
-            "exec",
-            pod,
-            "--",
-            "python",
-            "-c",
-            f"import socket;print(socket.gethostbyname('web.{web}.svc.cluster.local'));"
-            "print(open('/proc/net/route').read())",
-        ]
+    out = _python_in(
+        plat,
+        web,
+        pod,
+        f"import socket;print(socket.gethostbyname('web.{web}.svc.cluster.local'));"
+        "print(open('/proc/net/route').read())",
     )
     lines = out.splitlines()
     svc = json.loads(plat.kubectl(["-n", web, "get", "svc", "web", "-o", "json"]))
@@ -223,17 +222,11 @@ def test_logs_exec_and_port_forward(plat: Platform, web: str) -> None:
     routes = [ln.split()[1] for ln in lines[2:] if ln.strip()]
     assert "00000000" not in routes, f"a default route in the pod: {lines[1:]}"
     # pod -> Service -> pod (possibly itself) through kube-proxy.
-    got = plat.kubectl(
-        [
-            "-n",
-            web,
-            "exec",
-            pod,
-            "--",
-            "python",
-            "-c",
-            "import urllib.request;print(urllib.request.urlopen('http://web', timeout=5).read().decode())",
-        ]
+    got = _python_in(
+        plat,
+        web,
+        pod,
+        "import urllib.request;print(urllib.request.urlopen('http://web', timeout=5).read().decode())",
     )
     assert got.strip() in {p["metadata"]["name"] for p in _pods(plat, web)}
     # port-forward

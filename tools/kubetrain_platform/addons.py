@@ -76,20 +76,45 @@ def _restricted_container() -> dict[str, Any]:
     }
 
 
-def coredns(layout: NodeLayout, image: str) -> list[dict[str, Any]]:
-    labels = {"k8s-app": "kube-dns"}
-    ns = "kube-system"
+def _cluster_identity(
+    account: str, role: str, ns: str, rules: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A ServiceAccount with a ClusterRole of RULES bound to it (both named ROLE)."""
     return [
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": {"name": "coredns", "namespace": ns},
+            "metadata": {"name": account, "namespace": ns},
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
-            "metadata": {"name": "system:coredns"},
-            "rules": [
+            "metadata": {"name": role},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": role},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
+        },
+    ]
+
+
+def coredns(layout: NodeLayout, image: str) -> list[dict[str, Any]]:
+    labels = {"k8s-app": "kube-dns"}
+    ns = "kube-system"
+    return [
+        *_cluster_identity(
+            "coredns",
+            "system:coredns",
+            ns,
+            [
                 {
                     "apiGroups": [""],
                     "resources": ["endpoints", "services", "pods", "namespaces"],
@@ -101,18 +126,7 @@ def coredns(layout: NodeLayout, image: str) -> list[dict[str, Any]]:
                     "verbs": ["list", "watch"],
                 },
             ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "system:coredns"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:coredns",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": ns}],
-        },
+        ),
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -198,16 +212,11 @@ def traefik(image: str, port: int, admin_port: int) -> list[dict[str, Any]]:
     ns = "kube-system"
     labels = {"app.kubernetes.io/name": "traefik"}
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "traefik", "namespace": ns},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": "traefik-ingress-controller"},
-            "rules": [
+        *_cluster_identity(
+            "traefik",
+            "traefik-ingress-controller",
+            ns,
+            [
                 {
                     "apiGroups": [""],
                     "resources": ["services", "secrets", "nodes", "endpoints"],
@@ -229,18 +238,7 @@ def traefik(image: str, port: int, admin_port: int) -> list[dict[str, Any]]:
                     "verbs": ["update"],
                 },
             ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "traefik-ingress-controller"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "traefik-ingress-controller",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "traefik", "namespace": ns}],
-        },
+        ),
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "IngressClass",

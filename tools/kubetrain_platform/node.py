@@ -122,33 +122,10 @@ class NodeHost:
     # ------------------------------------------------------------------ lock
     def holder(self) -> str | None:
         """State dir of another live node on this machine, or None."""
-        try:
-            raw = json.loads(LOCK.read_text())
-        except (OSError, ValueError):
-            return None
-        other = str(raw.get("state", ""))
-        if other == str(self.state):
-            return None
-        pids = raw.get("pids_file", "")
-        with contextlib.suppress(OSError, ValueError):
-            rec = json.loads(Path(pids).read_text())
-            for name in ("containerd", "kubelet", "kube-proxy"):
-                pid = rec.get("pids", {}).get(name)
-                if pid and pid_alive(int(pid)):
-                    return other
-        return None  # a stale lock from a crashed node: ours to take over
-
-    def stale_holder(self) -> str | None:
-        """State dir of another node whose processes are all gone but whose lock remains
-        (killed, or its machine's session ended): its host changes are still there."""
-        try:
-            raw = json.loads(LOCK.read_text())
-        except (OSError, ValueError):
-            return None
-        other = str(raw.get("state", ""))
-        if not other or other == str(self.state) or self.holder() is not None:
-            return None
-        return other
+        lock = read_lock()
+        if lock is None or lock[0] == str(self.state) or not lock[1]:
+            return None  # free, ours, or a stale lock from a crashed node: ours to take over
+        return lock[0]
 
     def take_lock(self) -> None:
         other = self.holder()
@@ -407,6 +384,26 @@ class NodeHost:
 
 
 # ---------------------------------------------------------------------- helpers
+def read_lock() -> tuple[str, bool] | None:
+    """(state dir, alive) of the node holding the machine's lock, or None when unlocked.
+
+    Alive means one of its node daemons still runs; a lock whose daemons are all gone
+    (killed, or its session ended) is stale: its host changes are still there to clean."""
+    try:
+        raw = json.loads(LOCK.read_text())
+    except (OSError, ValueError):
+        return None
+    state = str(raw.get("state", ""))
+    if not state:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        pids = json.loads(Path(raw.get("pids_file", "")).read_text()).get("pids", {})
+        for name in ("containerd", "kubelet", "kube-proxy"):
+            if pids.get(name) and pid_alive(int(pids[name])):
+                return state, True
+    return state, False
+
+
 def pid_alive(pid: int) -> bool:
     """Whether PID runs (a zombie does not)."""
     try:

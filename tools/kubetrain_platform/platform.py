@@ -40,7 +40,7 @@ from pathlib import Path
 
 from kubetrain_platform import nodeconf
 from kubetrain_platform.certs import Pki, ensure_pki
-from kubetrain_platform.node import LOCK, NodeError, NodeHost, pid_alive
+from kubetrain_platform.node import LOCK, NodeError, NodeHost, pid_alive, read_lock
 from kubetrain_platform.node import write_if_changed as node_write
 from kubetrain_platform.nodeconf import NodeLayout
 
@@ -119,17 +119,13 @@ def default_bin_dir() -> Path:
     return cache_dir() / "bin" / "current"
 
 
-def reclaim_stale_node(log: Callable[[str], None], host: NodeHost | None = None) -> None:
+def reclaim_stale_node(log: Callable[[str], None], state_dir: Path | None = None) -> None:
     """Tear down what a dead node of another state dir left on the host (bridge, chains,
     mounts, cgroups, sysctls), so a crash or a killed session never blocks the next `up`."""
-    probe = host or NodeHost(
-        NodeLayout(Path("/nonexistent"), -1, "", 0, 0, 0, 0, 0, "", ""),
-        default_bin_dir(),
-        Path("/nonexistent"),
-    )
-    other = probe.stale_holder()
-    if other is None:
-        return
+    lock = read_lock()
+    if lock is None or lock[1] or (state_dir is not None and lock[0] == str(state_dir)):
+        return  # unlocked, alive (refused by take_lock), or our own (up's recovery cleans it)
+    other = lock[0]
     if not (Path(other) / "platform.json").exists():
         log(f"  node: removing the lock of {other}, which no longer exists")
         LOCK.unlink(missing_ok=True)
@@ -759,7 +755,7 @@ class Platform:
         host = self.node_host
         try:
             host.check_prerequisites()
-            reclaim_stale_node(self._log, host)
+            reclaim_stale_node(self._log, self.state)
             host.take_lock()  # refuses at once, before anything changes, if another node runs
         except NodeError as exc:
             raise PlatformError(str(exc)) from exc
