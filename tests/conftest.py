@@ -118,42 +118,19 @@ def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def _namespace(kube: object, annotations: dict[str, str] | None = None) -> Iterator[str]:
+@pytest.fixture
+def namespace(kube: object) -> Iterator[str]:
     from kubernetes import client
 
     core = client.CoreV1Api(kube)  # type: ignore[arg-type]
     name = _unique("t")
-    core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, annotations=annotations))
-    )
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     try:
         core.delete_namespace(name, propagation_policy="Background")
     except client.ApiException as exc:
         if exc.status != 404:
             raise
-
-
-@pytest.fixture
-def namespace(kube: object) -> Iterator[str]:
-    yield from _namespace(kube)
-
-
-#: A node label no node has: with the apiserver's PodNodeSelector admission plugin, every pod
-#: of a namespace annotated with it stays unscheduled.
-NO_NODE = "kubetrain.dev/no-such-node=true"
-
-
-@pytest.fixture
-def unscheduled_namespace(kube: object) -> Iterator[str]:
-    """A namespace whose pods are never scheduled onto the real node.
-
-    For the operator-logic tests that play the kubelet for a pod (FakeKubelet, faked
-    readiness): the real kubelet must not run those pods and overwrite the status the test
-    writes. What a real node does with the same Jobs and Deployments is covered by
-    tests/platform/test_e2e.py.
-    """
-    yield from _namespace(kube, {"scheduler.alpha.kubernetes.io/node-selector": NO_NODE})
 
 
 @pytest.fixture(scope="session")

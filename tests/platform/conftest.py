@@ -18,6 +18,7 @@ from tests.platform.test_operator_support import (  # noqa: F401
     private_minio,
     s3,
     source,
+    stub,
     webhook_port,
 )
 from tests.unit.test_data_helpers import make_dataset, use_platform_minio

@@ -1,8 +1,9 @@
 """Operator core against the real apiserver, Job controller and MinIO.
 
 Counting semantics, threshold, resync-only detection, Job launch and completion (success and
-failure), changes during a run. Pods do not run here: `FakeKubelet` terminates the training
-pod the real Job controller created, the Job controller then completes/fails the Job.
+failure), changes during a run. The training Jobs run the scripted stub image on the real
+node (tests/support/stub.py): the test ends a run with the exit code and termination message
+it chooses, and the real Job controller completes or fails the Job.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import pytest
 from kubetrain_operator.kube import Kube
 
 from tests.platform.test_operator_support import (
-    FakeKubelet,
     create_watch,
     event_reasons,
     get_status,
@@ -29,14 +29,9 @@ from tests.platform.test_operator_support import (
     wait_for,
     watch_body,
 )
+from tests.support.stub import StubWorkload
 
 pytestmark = pytest.mark.platform
-
-
-@pytest.fixture
-def namespace(unscheduled_namespace: str) -> str:
-    """This module plays the kubelet for its pods: they must never reach the real node."""
-    return unscheduled_namespace
 
 
 def wait_label(
@@ -130,7 +125,12 @@ def test_threshold_is_strictly_more_than_200(
 
 
 def test_adds_overwrites_deletes_count_and_nets(
-    k8s: Kube, namespace: str, s3: Any, source: dict[str, str], operators: Any
+    k8s: Kube,
+    namespace: str,
+    s3: Any,
+    source: dict[str, str],
+    operators: Any,
+    stub: StubWorkload,
 ) -> None:
     bucket = source["bucket"]
     put_many(
@@ -143,7 +143,8 @@ def test_adds_overwrites_deletes_count_and_nets(
     create_watch(k8s, namespace, watch_body("nets", **source, trigger={"initialTraining": True}))
     # Initial training on the non-empty bucket; complete it so that it becomes the baseline.
     wait_for(lambda: jobs_of(k8s, namespace, "nets"), 20, "the initial training Job")
-    FakeKubelet(k8s, namespace).finish_job(
+    stub.finish_job(
+        namespace,
         "nets-train-1",
         exit_code=0,
         message=result_message(
@@ -248,7 +249,12 @@ def test_resync_alone_triggers_within_interval(
 
 
 def test_failed_job_keeps_baseline_and_reports_why(
-    k8s: Kube, namespace: str, s3: Any, source: dict[str, str], operators: Any
+    k8s: Kube,
+    namespace: str,
+    s3: Any,
+    source: dict[str, str],
+    operators: Any,
+    stub: StubWorkload,
 ) -> None:
     bucket = source["bucket"]
     put_many(s3, bucket, [(f"1/{i}.png", png_bytes(f"o{i}")) for i in range(4)])
@@ -258,9 +264,9 @@ def test_failed_job_keeps_baseline_and_reports_why(
         namespace,
         watch_body("fails", **source, trigger={"threshold": 3, "initialTraining": True}),
     )
-    kubelet = FakeKubelet(k8s, namespace)
     wait_for(lambda: jobs_of(k8s, namespace, "fails"), 20, "initial Job")
-    kubelet.finish_job(
+    stub.finish_job(
+        namespace,
         "fails-train-1",
         exit_code=0,
         message=result_message(
@@ -282,7 +288,7 @@ def test_failed_job_keeps_baseline_and_reports_why(
     put_many(s3, bucket, [(f"1/n{i}.png", png_bytes(f"n{i}")) for i in range(4)])
     wait_for(lambda: len(jobs_of(k8s, namespace, "fails")) == 2, 20, "second Job")
     bad = result_message(status="failed", reason="no decodable images under 1/")
-    kubelet.finish_job("fails-train-2", exit_code=2, message=bad, expect="Failed")
+    stub.finish_job(namespace, "fails-train-2", exit_code=2, message=bad, expect="Failed")
     status = wait_for(
         lambda: (s := get_status(k8s, namespace, "fails")).get("phase") == "Failed" and s,
         20,
@@ -318,7 +324,12 @@ def assert_no_job_for_more(k8s: Kube, ns: str, name: str, count: int, seconds: f
 
 
 def test_changes_during_a_run_count_against_the_new_baseline(
-    k8s: Kube, namespace: str, s3: Any, source: dict[str, str], operators: Any
+    k8s: Kube,
+    namespace: str,
+    s3: Any,
+    source: dict[str, str],
+    operators: Any,
+    stub: StubWorkload,
 ) -> None:
     bucket = source["bucket"]
     put_many(s3, bucket, [(f"5/{i}.png", png_bytes(f"s{i}")) for i in range(5)])
@@ -335,7 +346,8 @@ def test_changes_during_a_run_count_against_the_new_baseline(
     put(s3, bucket, "5/0.png", png_bytes("s0-v2"))
     wait_label(k8s, namespace, "during", "5", 7)  # against the empty baseline: 7 added
     assert len(jobs_of(k8s, namespace, "during")) == 1  # one run at a time
-    FakeKubelet(k8s, namespace).finish_job(
+    stub.finish_job(
+        namespace,
         "during-train-1",
         exit_code=0,
         message=result_message(status="succeeded", modelName="during", modelVersion="1"),
@@ -354,7 +366,12 @@ def test_changes_during_a_run_count_against_the_new_baseline(
 
 
 def test_promoted_run_calls_the_rollout_hook_once(
-    k8s: Kube, namespace: str, s3: Any, source: dict[str, str], operators: Any
+    k8s: Kube,
+    namespace: str,
+    s3: Any,
+    source: dict[str, str],
+    operators: Any,
+    stub: StubWorkload,
 ) -> None:
     """The seam to serving: a promoted result reaches rollout_apply.on_promoted (a
     `<watch>-serving` Deployment appears, status.serving is written, rolloutPending clears);
@@ -367,9 +384,9 @@ def test_promoted_run_calls_the_rollout_hook_once(
         namespace,
         watch_body("serve", **source, trigger={"threshold": 2, "initialTraining": True}),
     )
-    kubelet = FakeKubelet(k8s, namespace)
     wait_for(lambda: jobs_of(k8s, namespace, "serve"), 20, "initial Job")
-    kubelet.finish_job(
+    stub.finish_job(
+        namespace,
         "serve-train-1",
         exit_code=0,
         message=result_message(
@@ -388,7 +405,8 @@ def test_promoted_run_calls_the_rollout_hook_once(
     put_many(s3, bucket, [(f"0/n{i}.png", png_bytes(f"n{i}")) for i in range(3)])
     wait_for(lambda: len(jobs_of(k8s, namespace, "serve")) == 2, 20, "run 2")
     bento = f"s3://{bucket}/.kubetrain/bentos/serve-2.bento"
-    kubelet.finish_job(
+    stub.finish_job(
+        namespace,
         "serve-train-2",
         exit_code=0,
         message=result_message(

@@ -10,7 +10,6 @@ from kubetrain_operator.kube import Kube, KubeError
 
 from tests.platform.test_operator_support import (
     GROUP_PATH,
-    FakeKubelet,
     PrivateMinio,
     create_watch,
     event_reasons,
@@ -24,19 +23,20 @@ from tests.platform.test_operator_support import (
     wait_for,
     watch_body,
 )
+from tests.support.stub import StubWorkload
 
 pytestmark = pytest.mark.platform
 
 
-@pytest.fixture
-def namespace(unscheduled_namespace: str) -> str:
-    """This module plays the kubelet for its pods: they must never reach the real node."""
-    return unscheduled_namespace
-
-
 @pytest.mark.parametrize("point", ["job", "status"])
 def test_restart_between_steps_of_a_launch_adopts_and_never_duplicates(
-    point: str, k8s: Kube, namespace: str, s3: Any, source: dict[str, str], operators: Any
+    point: str,
+    k8s: Kube,
+    namespace: str,
+    s3: Any,
+    source: dict[str, str],
+    operators: Any,
+    stub: StubWorkload,
 ) -> None:
     """Killed right after creating the Job (before status says so), or right after the
     status write (before the Job exists): the restarted operator ends with exactly one Job."""
@@ -64,7 +64,8 @@ def test_restart_between_steps_of_a_launch_adopts_and_never_duplicates(
     if point == "job":
         assert "JobAdopted" in event_reasons(k8s, namespace, "crash")
     # The adopted run completes normally.
-    FakeKubelet(k8s, namespace).finish_job(
+    stub.finish_job(
+        namespace,
         "crash-train-1",
         exit_code=0,
         message=result_message(status="succeeded", modelName="crash", modelVersion="1"),

@@ -8,16 +8,13 @@
   webhook notification target posts to this test's operator, and which a test may kill and
   restart. (The shared platform MinIO has no webhook target, and one target URL can only
   reach one operator.)
-- `FakeKubelet`: nothing runs pods on this platform, so tests play the *kubelet* for the
-  training pod that the real Job controller created: it writes the pod's status (phase, the
-  `trainer` container's terminated state with exit code and termination message). The real
-  Job controller in kube-controller-manager then marks the Job Complete/Failed (honouring
-  podFailurePolicy). Only the kubelet side is faked; the apiserver and controllers are real.
+- `stub` (tests/support/stub.py): the training Jobs run the scripted stub image on the real
+  node; a test ends a run with the exit code and termination message it chooses, through
+  `kubectl exec`, and the real Job controller completes or fails the Job.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import os
@@ -36,6 +33,8 @@ from kubetrain_operator import contract
 from kubetrain_operator.kube import Kube, KubeError
 from kubetrain_platform.minio_server import StandaloneMinio
 from kubetrain_platform.platform import free_port
+
+from tests.support.stub import StubWorkload
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "charts" / "kubetrain" / "crds"
@@ -109,8 +108,15 @@ def make_secret(k8s: Kube, namespace: str, name: str, access: str, secret: str) 
 
 
 def watch_body(
-    name: str, *, endpoint: str, bucket: str, prefix: str = "", **spec: Any
+    name: str,
+    *,
+    endpoint: str,
+    bucket: str,
+    image: str = "kubetrain-trainer:never-runs",
+    prefix: str = "",
+    **spec: Any,
 ) -> dict[str, Any]:
+    """A DatasetWatch; IMAGE is the trainer's (the default is for watches that never train)."""
     trigger = {"threshold": 200, "debounce": "0s", "cooldown": "0s", "initialTraining": False}
     trigger.update(spec.pop("trigger", {}))
     detection = {"resyncInterval": "5m"}
@@ -129,7 +135,7 @@ def watch_body(
             },
             "trigger": trigger,
             "detection": detection,
-            "training": {"image": "kubetrain-trainer:test", **spec.pop("training", {})},
+            "training": {"image": image, **spec.pop("training", {})},
             **spec,
         },
     }
@@ -357,96 +363,29 @@ def s3(private_minio: PrivateMinio) -> Any:
     return private_minio.client()
 
 
+@pytest.fixture(scope="session")
+def stub(platform: Any, k8s: Kube) -> StubWorkload:
+    """The scripted workload image (built and pushed once) and its `kubectl exec` driver."""
+    from kubetrain_platform.platform import Platform
+
+    image = Platform(platform.state_dir, log=print).images(("stub",))["stub"]
+    return StubWorkload(
+        image=image,
+        kubectl=platform.tool("kubectl"),
+        kubeconfig=platform.kubeconfig,
+        kube=k8s,
+    )
+
+
 @pytest.fixture
-def source(k8s: Kube, namespace: str, private_minio: PrivateMinio, s3: Any) -> dict[str, str]:
-    """A bucket on the private MinIO and the credentials Secret for it."""
+def source(
+    k8s: Kube, namespace: str, private_minio: PrivateMinio, s3: Any, stub: StubWorkload
+) -> dict[str, str]:
+    """watch_body's keywords for a watch that can run: a bucket on the private MinIO, the
+    credentials Secret for it, and the stub image as the trainer."""
     make_secret(k8s, namespace, "minio-creds", private_minio.user, private_minio.password)
     s3.make_bucket("dataset")
-    return {"endpoint": private_minio.endpoint, "bucket": "dataset"}
-
-
-class FakeKubelet:
-    """Plays the kubelet for training pods: terminates the `trainer` container."""
-
-    def __init__(self, k8s: Kube, namespace: str) -> None:
-        self.k8s = k8s
-        self.namespace = namespace
-
-    def pod_of(self, job_name: str, timeout: float = 30) -> dict[str, Any]:
-        def find() -> dict[str, Any] | None:
-            pods = self.k8s.list_pods(self.namespace, f"batch.kubernetes.io/job-name={job_name}")
-            live = [
-                p for p in pods if p.get("status", {}).get("phase") in (None, "Pending", "Running")
-            ]
-            return live[0] if live else None
-
-        return dict(wait_for(find, timeout, f"the Job controller to create a pod for {job_name}"))
-
-    def terminate(self, job_name: str, *, exit_code: int, message: str) -> dict[str, Any]:
-        """Finish the job's current pod like a kubelet would, then wait for the Job controller."""
-        pod = self.pod_of(job_name)
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        container = pod["spec"]["containers"][0]
-        status = {
-            "phase": "Succeeded" if exit_code == 0 else "Failed",
-            "startTime": now,
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "False",
-                    "reason": "PodCompleted",
-                    "lastTransitionTime": now,
-                },
-            ],
-            "containerStatuses": [
-                {
-                    "name": container["name"],
-                    "image": container["image"],
-                    "imageID": "",
-                    "ready": False,
-                    "restartCount": 0,
-                    "started": False,
-                    "state": {
-                        "terminated": {
-                            "exitCode": exit_code,
-                            "reason": "Completed" if exit_code == 0 else "Error",
-                            "message": message,
-                            "startedAt": now,
-                            "finishedAt": now,
-                        }
-                    },
-                }
-            ],
-        }
-        name = pod["metadata"]["name"]
-        self.k8s.request(
-            "PATCH",
-            f"/api/v1/namespaces/{self.namespace}/pods/{name}/status",
-            body={"status": status},
-            content_type="application/merge-patch+json",
-        )
-        return pod
-
-    def finish_job(
-        self, job_name: str, *, exit_code: int, message: str, expect: str, timeout: float = 60
-    ) -> dict[str, Any]:
-        """Terminate pods until the real Job controller sets condition `expect` (Complete/Failed)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.k8s.get_job(self.namespace, job_name)
-            assert job is not None, f"Job {job_name} disappeared"
-            conds = {
-                c["type"]: c
-                for c in job.get("status", {}).get("conditions", [])
-                if c.get("status") == "True"
-            }
-            if expect in conds:
-                return job
-            pods = self.k8s.list_pods(self.namespace, f"batch.kubernetes.io/job-name={job_name}")
-            if any(p.get("status", {}).get("phase") in (None, "Pending", "Running") for p in pods):
-                self.terminate(job_name, exit_code=exit_code, message=message)
-            time.sleep(0.3)
-        raise AssertionError(f"Job {job_name} did not reach {expect} within {timeout}s")
+    return {"endpoint": private_minio.endpoint, "bucket": "dataset", "image": stub.image}
 
 
 def result_message(**fields: Any) -> str:

@@ -1,10 +1,10 @@
-"""Serving rollout against the real apiserver, controller-manager and MinIO.
+"""Serving rollout against the real apiserver, controller-manager, node and MinIO.
 
-No kubelet runs, so pods never start by themselves. Where a test needs the serving pods
-of one release to be Ready, it does what a kubelet does: patch those pods' status
-(Running, Ready=True); the real ReplicaSet and Deployment controllers then compute
-availability. A rollout that must fail is left alone: with progressDeadlineSeconds=5 and
-no Ready pods, the real Deployment controller reports ProgressDeadlineExceeded.
+The serving pods run the scripted stub image on the real node (tests/support/stub.py):
+its /readyz fails until the test tells a pod to pass, so the real kubelet's readiness
+probe, ReplicaSet and Deployment controllers decide availability. A rollout that must fail
+is left alone: with progressDeadlineSeconds=5 and no Ready pod, the real Deployment
+controller reports ProgressDeadlineExceeded.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import base64
 import io
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,13 +23,9 @@ from kubetrain_operator import rollout, rollout_apply
 from kubetrain_operator.contract import TrainResult
 from kubetrain_operator.rollout import RolloutSettings
 
+from tests.support.stub import StubWorkload
+
 pytestmark = pytest.mark.platform
-
-
-@pytest.fixture
-def namespace(unscheduled_namespace: str) -> str:
-    """This module plays the kubelet for its pods: they must never reach the real node."""
-    return unscheduled_namespace
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,8 +88,11 @@ def crd(kube: Any) -> None:
 class Env:
     """One namespace with a credentials Secret and a DatasetWatch, plus helpers."""
 
-    def __init__(self, kube: Any, platform: Any, namespace: str, bucket: str) -> None:
+    def __init__(
+        self, kube: Any, platform: Any, namespace: str, bucket: str, stub: StubWorkload
+    ) -> None:
         self.api = kube
+        self.stub = stub
         self.k = rollout_apply.Kube(kube, 30)
         self.platform = platform
         self.ns = namespace
@@ -125,7 +123,8 @@ class Env:
                 "prefix": "",
                 "credentialsSecretRef": {"name": "minio-creds"},
             },
-            "training": {"image": "kubetrain-trainer:test"},
+            # The serving Deployment runs the training image (the stub's kubetrain-serve).
+            "training": {"image": self.stub.image},
             # No operator acts on this watch (the tests call the rollout directly).
             "suspend": True,
             "serving": serving,
@@ -244,9 +243,9 @@ class Env:
         assert dep is not None
         return dep["spec"]["template"]["spec"]["containers"][0]
 
-    # -- what a kubelet would do ------------------------------------------------------
+    # -- cues to the stub ----------------------------------------------------------------
     def make_pods_ready(self, version: int, count: int) -> None:
-        """Mark `count` pods of `version`'s ReplicaSet Running and Ready, kubelet-style."""
+        """Let `count` pods of `version`'s ReplicaSet pass their readiness probe."""
 
         def pods() -> list[dict[str, Any]]:
             rs = self.replicaset_of(version)
@@ -269,26 +268,7 @@ class Env:
             lambda: (lambda ps: ps if len(ps) >= count else None)(pods()),
             what=f"{count} pods of v{version}",
         )
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        for i, pod in enumerate(found):
-            self.k.request(
-                "PATCH",
-                f"/api/v1/namespaces/{self.ns}/pods/{pod['metadata']['name']}/status",
-                body={
-                    "status": {
-                        "phase": "Running",
-                        # A fake pod IP, never contacted: TEST-NET-1 (RFC 5737), outside any
-                        # pod network a real node could hand out.
-                        "podIP": f"192.0.2.{10 + i}",
-                        "startTime": now,
-                        "conditions": [
-                            {"type": t, "status": "True", "lastTransitionTime": now}
-                            for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-                        ],
-                    }
-                },
-                content_type="application/merge-patch+json",
-            )
+        self.stub.make_ready(self.ns, found[:count])
 
     def wait_complete(self, version: int) -> dict[str, Any]:
         def complete() -> dict[str, Any] | None:
@@ -315,8 +295,10 @@ class Env:
 
 
 @pytest.fixture
-def env(crd: None, kube: Any, platform: Any, namespace: str, bucket: str) -> Iterator[Env]:
-    yield Env(kube, platform, namespace, bucket)
+def env(
+    crd: None, kube: Any, platform: Any, namespace: str, bucket: str, stub: StubWorkload
+) -> Iterator[Env]:
+    yield Env(kube, platform, namespace, bucket, stub)
 
 
 def our_writes(obj: dict[str, Any] | None) -> tuple[Any, ...]:
@@ -388,7 +370,7 @@ def test_promotion_creates_then_updates_serving_objects(env: Env) -> None:
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     c = pod["containers"][0]
-    assert c["image"] == "kubetrain-trainer:test"
+    assert c["image"] == env.stub.image
     assert c["command"] == ["kubetrain-serve"]
     # kubetrain-serve's default host 0.0.0.0: the pod has its own network namespace.
     assert c["args"] == ["--bento", env.uri(1), "--port", "3000"]

@@ -371,19 +371,24 @@ def test_hadolint_finds_nothing(image: str, tmp_path: Path) -> None:
     assert {"DL3013", "DL3042", "DL3002"} <= codes, codes
 
 
-PLATFORM_DOCKERFILES = sorted((REPO / "tools" / "platform" / "images").glob("Dockerfile.*"))
+PLATFORM_DOCKERFILES = sorted(
+    [
+        *(REPO / "tools" / "platform" / "images").glob("Dockerfile.*"),
+        *(REPO / "tests" / "images").glob("Dockerfile.*"),  # the tests' scripted workload
+    ]
+)
 
 
 @pytest.mark.parametrize("path", PLATFORM_DOCKERFILES, ids=lambda p: p.name)
 def test_platform_image_dockerfiles(path: Path) -> None:
-    """The images only the local platform builds (tools/kubetrain_platform/images.py): a fixed
+    """The images only the local platform and the tests build (kubetrain_platform.images): a fixed
     numeric non-root user last, pins from the requirement files, and hadolint finds nothing."""
     instructions = parse(path)
     (user,) = [i for i in stages(instructions)[-1] if i.keyword == "USER"]
     uid, gid = user.args.split(":")
     assert int(uid) == int(gid) != 0
-    if path.name.endswith((".minio", ".mlflow")):
-        assert int(uid) == UID, "the chart's runAsUser"
+    if path.name.endswith((".minio", ".mlflow", ".stub")):
+        assert int(uid) == UID, "the chart's (and the operator's pod specs') runAsUser"
     for args in pip_installs(instructions):
         positional = [w for w in args if not w.startswith("-")]
         assert positional == ["requirements/constraints.txt", "requirements/mlflow.txt"], args

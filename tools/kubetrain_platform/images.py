@@ -466,6 +466,8 @@ class ImageSpec:
     binary: str | None = None
     """For binary images: the file in bin_dir, which is also its build.sh target."""
     build_args: tuple[tuple[str, str], ...] = ()
+    for_tests: bool = False
+    """Only built when named (the tests' scripted workload), never by "all images"."""
 
 
 @dataclass
@@ -517,6 +519,13 @@ class ImageBuilder:
             ImageSpec("mlflow", "kubetrain-mlflow", images / "Dockerfile.mlflow", root),
             ImageSpec("operator", "kubetrain-operator", root / "Dockerfile.operator", root),
             ImageSpec("trainer", "kubetrain-trainer", root / "Dockerfile.trainer", root),
+            ImageSpec(
+                "stub",
+                "kubetrain-stub",
+                root / "tests" / "images" / "Dockerfile.stub",
+                root / "tests" / "images",
+                for_tests=True,
+            ),
         )
 
     # ---------------------------------------------------------------- public API
@@ -538,8 +547,8 @@ class ImageBuilder:
         return ImageSet(**{f.name: refs[f.name] for f in fields(ImageSet)})
 
     def ensure(self, names: Sequence[str] | None = None) -> dict[str, str]:
-        """`ensure_all` for some images only (ImageSet field names; None or empty: all);
-        returns name -> reference."""
+        """`ensure_all` for some images only (ImageSet field names, or ``stub``, the tests'
+        workload; None or empty: every image but the tests'); returns name -> reference."""
         self._need_tools()
         self.report = []
         t0 = time.monotonic()
@@ -575,7 +584,7 @@ class ImageBuilder:
     # ---------------------------------------------------------------- planning
     def _select(self, names: Sequence[str] | None) -> list[ImageSpec]:
         if not names:
-            return list(self.specs)
+            return [s for s in self.specs if not s.for_tests]
         known = {s.name: s for s in self.specs}
         unknown = sorted(set(names) - set(known))
         if unknown:

@@ -408,9 +408,7 @@ class Platform:
                 f"--service-account-signing-key-file={pki.sa_key}",
                 f"--service-cluster-ip-range={lay.service_cidr}",
                 "--authorization-mode=Node,RBAC",
-                # PodNodeSelector: a namespace annotation pins its pods (the tests keep the pods
-                # they play the kubelet for off the node with it).
-                "--enable-admission-plugins=NodeRestriction,PodNodeSelector",
+                "--enable-admission-plugins=NodeRestriction",
                 f"--kubelet-client-certificate={pki.client('apiserver-kubelet')[0]}",
                 f"--kubelet-client-key={pki.client('apiserver-kubelet')[1]}",
                 f"--kubelet-certificate-authority={pki.ca_crt}",
