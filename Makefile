@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # What the demo runs; skaffold and its helm 3 are built for the tests only.
 DEMO_BINARIES := etcd kubernetes minio helm containerd runc coredns traefik registry pause
 
-.PHONY: install binaries test test-unit demo bench platform-up platform-down platform-status lint format manifests clean
+.PHONY: install binaries test test-unit demo bench platform-up platform-down platform-status lint format manifests chart-readme clean
 
 install: $(STAMP) ## create .venv with everything for development and tests
 
@@ -46,13 +46,17 @@ platform-down: ## stop everything and undo the node's host changes (bridge, ipta
 platform-status: ## what runs and where
 	@$(BIN)/kubetrain-platform status
 
-lint: install ## ruff (lint + format check) and mypy on the core modules
+lint: install ## ruff (lint + format check), mypy on the core modules, import-linter layers
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy operator/kubetrain_operator tools/kubetrain_data tools/kubetrain_platform tools/kubetrain_loadgen trainer/kubetrain_trainer serving/kubetrain_serving tools/gen_manifests.py
+	$(BIN)/mypy operator/kubetrain_operator operator/kubetrain_contract tools/kubetrain_data tools/kubetrain_platform tools/kubetrain_loadgen trainer/kubetrain_trainer serving/kubetrain_serving tools/gen_manifests.py tools/gen_chart_readme.py
+	PYTHONPATH=operator:trainer:serving:tools $(BIN)/lint-imports --no-cache
 
 manifests: install ## regenerate manifests/ from charts/kubetrain (a test fails when they drift)
 	$(BIN)/python tools/gen_manifests.py
+
+chart-readme: install ## regenerate charts/kubetrain/README.md from values.yaml (a test fails when it drifts)
+	$(BIN)/python tools/gen_chart_readme.py
 
 format: install
 	$(BIN)/ruff format .

@@ -11,7 +11,7 @@ exists) survive: documents are split on `---`, classified by kind into numbered 
 Helm-only labels are rewritten (`helm.sh/chart` dropped, `managed-by: Helm` -> `kubectl`).
 
 `--check` renders into memory and compares with the files on disk; it exits 1 with a unified
-diff when they differ (the unit test tests/unit/test_packaging_manifests.py runs it).
+diff when they differ (tests/platform/test_packaging_chart_render.py runs it; it needs helm).
 manifests/examples/ is hand-written and never touched.
 
 helm is found via --helm, $KUBETRAIN_BIN/helm, ~/.cache/kubetrain/bin/current/helm, then PATH.

@@ -11,7 +11,8 @@ rollout never disturbs tallying, triggering or run bookkeeping:
 Both return the new `status.serving` (or None: nothing to report); the worker is the only
 writer of the watch's status and stores it there. The implementation lives in
 `kubetrain_operator.rollout_apply` (`on_promoted(api, body, result, settings)` and
-`check(api, body, settings)`); when that module is absent, rollout is simply disabled.
+`check(api, body, settings)`, `settings` being `OperatorSettings.rollout`); when that
+module is absent, rollout is simply disabled.
 
 Errors: `Permanent` (a bad `spec.serving`, objects owned by someone else) deserves a Warning
 Event and no retry; any other exception is transient and retried by the worker later.
@@ -25,7 +26,8 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from kubetrain_operator import contract
+import kubetrain_contract as contract
+
 from kubetrain_operator.kube import Kube
 from kubetrain_operator.settings import OperatorSettings
 
@@ -53,7 +55,6 @@ class Rollout:
         self.kube = kube
         self.settings = settings
         self._module: ModuleType | None = None
-        self._rollout_settings: Any = None
         self._permanent: tuple[type[BaseException], ...] = ()
         self._loaded = False
 
@@ -72,11 +73,6 @@ class Rollout:
             if isinstance(cls, type) and issubclass(cls, BaseException):
                 permanent.append(cls)
         self._permanent = tuple(permanent)
-        settings_cls = getattr(pure, "RolloutSettings", None) if pure is not None else None
-        if settings_cls is not None:
-            self._rollout_settings = settings_cls(
-                default_image=self.settings.default_image, run_as_user=self.settings.trainer_uid
-            )
         self._module = module
         return module
 
@@ -92,7 +88,7 @@ class Rollout:
         if fn is None:
             raise Permanent(f"{ROLLOUT_MODULE} has no {fn_name}()")
         try:
-            result = fn(self.kube.api, *args, self._rollout_settings)
+            result = fn(self.kube.api, *args, self.settings.rollout)
         except self._permanent as exc:
             raise Permanent(str(exc)) from exc
         return dict(result) if isinstance(result, Mapping) else None

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetrain_operator import contract
+import kubetrain_contract as contract
+
 from kubetrain_operator.spec import API_VERSION, KIND, WatchSpec
 
 LABEL_WATCH = "kubetrain.dev/watch"

@@ -12,7 +12,6 @@ Blocking calls: the watch workers run in kopf's thread pool (sync daemons).
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -161,22 +160,3 @@ class Kube:
 
 def selector(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-
-_default: Kube | None = None
-_default_lock = threading.Lock()
-
-
-def set_default_client(kube: Kube) -> None:
-    global _default
-    with _default_lock:
-        _default = kube
-
-
-def default_client() -> Kube:
-    """The operator's client (for rollout.py and other plug-ins); created on first use."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Kube.from_environment()
-        return _default

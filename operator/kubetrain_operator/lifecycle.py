@@ -21,7 +21,6 @@ from kubetrain_operator.runtime import Runtime, kopf_emitter
 from kubetrain_operator.settings import OperatorSettings
 
 FINALIZER = "kubetrain.dev/finalizer"
-MAX_WATCH_THREADS = 64
 
 
 def configure_kopf(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
@@ -37,7 +36,7 @@ def configure_kopf(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "kubetrain-operator"
     settings.peering.stealth = True
-    settings.execution.max_workers = MAX_WATCH_THREADS
+    settings.execution.max_workers = runtime.settings.max_watch_threads
     runtime.emit = kopf_emitter
 
 

@@ -15,7 +15,7 @@ import sys
 import kopf
 
 from kubetrain_operator import lifecycle, metrics
-from kubetrain_operator.kube import Kube, set_default_client
+from kubetrain_operator.kube import Kube
 from kubetrain_operator.runtime import Runtime
 from kubetrain_operator.settings import load_settings
 from kubetrain_operator.webhook import WebhookRouter, WebhookServer
@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # no kubeconfig and not in a cluster
         print(f"kubetrain-operator: no Kubernetes credentials: {exc}", file=sys.stderr)
         return 2
-    set_default_client(kube)
     try:
         metrics.start_server(settings.metrics_host, settings.metrics_port)
     except OSError as exc:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
-from kubetrain_operator import contract
+import kubetrain_contract as contract
 
 ChangeKind = Literal["put", "delete", "refresh"]
 

@@ -36,12 +36,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import kubetrain_contract as contract
 import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
-from kubetrain_operator import contract
 from kubetrain_operator.notifications import EVENTS, Change, NotificationError, parse_line
 from kubetrain_operator.spec import SourceSpec
 

@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kubetrain_operator import contract
+import kubetrain_contract as contract
+
 from kubetrain_operator.jobspec import CONTAINER
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"

@@ -65,7 +65,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from kubetrain_operator.contract import TrainResult
+from kubetrain_contract import TrainResult
+
+from kubetrain_operator.settings import RolloutSettings  # = OperatorSettings.rollout
 
 WATCH_API_VERSION = "kubetrain.dev/v1alpha1"
 WATCH_KIND = "DatasetWatch"
@@ -108,40 +110,6 @@ _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 class ServingSpecError(ValueError):
     """A `spec.serving` (or result) the operator cannot roll out; the message names the field."""
-
-
-# ------------------------------------------------------------------------------ settings
-
-
-def _default_resources() -> dict[str, dict[str, str]]:
-    # TensorFlow + BentoML's runner take ~0.6-1 GiB resident for the MNIST CNN.
-    return {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
-
-
-@dataclass(frozen=True)
-class RolloutSettings:
-    """Process-wide knobs of the rollout (build once from the operator's settings)."""
-
-    field_manager: str = "kubetrain-operator"
-    """Server-side apply field manager that owns the serving objects' fields."""
-    default_image: str = "kubetrain-trainer:latest"
-    """Image when neither `spec.serving.image` nor `spec.training.image` is set."""
-    run_as_user: int = 10001
-    """UID/GID of the serving container: the trainer image's non-root user."""
-    cluster_domain: str = "cluster.local"
-    """DNS suffix for the in-cluster URL reported when there is no Ingress."""
-    event_component: str = "kubetrain-operator"
-    """`source.component` of the Events emitted about a watch."""
-    bentoml_home: str = "/var/lib/bentoml"
-    """Where BENTOML_HOME (an emptyDir: the root filesystem is read-only) is mounted."""
-    s3_region: str = "us-east-1"
-    """AWS_DEFAULT_REGION for fsspec/s3fs (MinIO's default region)."""
-    request_timeout_seconds: float = 30.0
-    """Timeout of each Kubernetes/MinIO request made by `rollout_apply`."""
-    conflict_retries: int = 3
-    """How often a write that lost an optimistic-concurrency race is recomputed and retried."""
-    default_resources: Mapping[str, Mapping[str, str]] = field(default_factory=_default_resources)
-    """Container resources when `spec.serving.resources` is empty."""
 
 
 # ------------------------------------------------------------------------------ the spec
@@ -258,12 +226,12 @@ def parse_serving(spec: Mapping[str, Any]) -> ServingSpec:
     if raw_ingress is not None:
         _typed(raw_ingress, Mapping, "spec.serving.ingress")
         host = _typed(_get(raw_ingress, "host", ""), str, "spec.serving.ingress.host")
-        if not host or len(host) > 253 or not _HOST.match(host):
+        if not host or len(host) > 253 or not _HOST.fullmatch(host):
             raise ServingSpecError(
                 f"spec.serving.ingress.host: {host!r} must be a DNS name such as model.example.com"
             )
         path = _typed(_get(raw_ingress, "path", "/"), str, "spec.serving.ingress.path") or "/"
-        if not _PATH.match(path):
+        if not _PATH.fullmatch(path):
             raise ServingSpecError(
                 f"spec.serving.ingress.path: {path!r} must start with '/' (no spaces, '?' or '#')"
             )
@@ -342,7 +310,7 @@ def serving_name(watch: str) -> str:
     watch names are DNS-1123 subdomains (<= 253 chars, dots, may start with a digit).
     """
     base = f"{watch}-serving"
-    if len(base) <= 63 and _DNS1035.match(base):
+    if len(base) <= 63 and _DNS1035.fullmatch(base):
         return base
     cleaned = re.sub(r"[^a-z0-9-]+", "-", watch.lower()).strip("-")
     if not cleaned or not cleaned[0].isalpha():

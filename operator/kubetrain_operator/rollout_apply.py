@@ -51,9 +51,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from kubernetes.client import ApiClient, ApiException
+from kubetrain_contract import TrainResult
 
 from kubetrain_operator import rollout
-from kubetrain_operator.contract import TrainResult
 from kubetrain_operator.rollout import (
     Action,
     Release,

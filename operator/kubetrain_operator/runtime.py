@@ -82,18 +82,34 @@ class Runtime:
 
     def report(self, key: str, phase: str) -> None:
         with self.lock:
+            joined = key not in self.workers
             self.workers[key] = WorkerHealth(phase=phase)
+            busy = len(self.workers)
+        cap = self.settings.max_watch_threads
+        if joined and busy >= cap:
+            # Each watch daemon holds one of kopf's `cap` threads for its lifetime: from now
+            # on a further DatasetWatch is not watched until a thread frees up.
+            log.warning(
+                "all %d watch threads are in use (%d watches, last %s): further DatasetWatches "
+                "wait unwatched for a free thread, and so do kopf's sync handlers such as the "
+                "liveness probe; raise --max-watch-threads",
+                cap,
+                busy,
+                key,
+            )
 
     def forget(self, key: str) -> None:
         with self.lock:
             self.workers.pop(key, None)
 
     def probe(self) -> dict[str, Any]:
-        """Liveness data; a worker whose loop has not turned for 10 minutes is reported stuck."""
+        """Liveness data; a worker whose loop has not turned for `worker_stuck_seconds` (10
+        minutes) is reported stuck."""
         now = time.time()
+        limit = self.settings.worker_stuck_seconds
         with self.lock:
             items = dict(self.workers)
-        stuck = sorted(k for k, h in items.items() if now - h.last_loop > 600)
+        stuck = sorted(k for k, h in items.items() if now - h.last_loop > limit)
         if stuck:
             raise RuntimeError(f"watch workers stuck: {', '.join(stuck)}")
         return {"watches": len(items), "phases": {k: h.phase for k, h in sorted(items.items())}}

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetrain_operator import contract
+import kubetrain_contract as contract
 
 #: Duration strings, the subset of Go's time.ParseDuration that the CRD pattern admits
 #: (and CEL's duration() understands): "500ms", "10s", "5m", "1h30m", "1.5h".

@@ -35,10 +35,6 @@ RESULT_SUCCEEDED = "Succeeded"
 RESULT_FAILED = "Failed"
 
 
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def iso(ts: float | dt.datetime | None, *, millis: bool = False) -> str | None:
     """RFC 3339 UTC ("...Z"); seconds precision unless `millis`."""
     if ts is None:
@@ -307,10 +303,6 @@ class Conditions:
 
     def get(self, kind: str) -> dict[str, Any] | None:
         return self.items.get(kind)
-
-    def is_true(self, kind: str) -> bool:
-        cond = self.items.get(kind)
-        return bool(cond and cond.get("status") == "True")
 
     def to_status(self) -> list[dict[str, Any]]:
         order = {COND_READY: 0, COND_SOURCE_READY: 1, COND_TRAINING: 2}

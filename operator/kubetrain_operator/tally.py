@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from kubetrain_operator import contract
+import kubetrain_contract as contract
 
 _MD5_HEX = re.compile(r"[0-9a-fA-F]{32}")
 
@@ -197,7 +197,6 @@ class Tally:
             else re.compile(fnmatch.translate(include)).match
         )
         self._labels: dict[str, _Label] = {}
-        self.baseline_size = 0
 
     # -- key handling -------------------------------------------------------------------
     def split(self, key: str) -> tuple[str, str] | None:
@@ -240,7 +239,6 @@ class Tally:
             old.modified = old.deleted = 0
             if not old.entries:
                 del self._labels[label]
-        size = 0
         for key, etag in objects.items():
             parts = self.split(key)
             if parts is None:
@@ -256,10 +254,8 @@ class Tally:
             st.account(None, live, -1)
             st.store(rest, code, live)
             st.account(code, live, +1)
-            size += 1
         for st in self._labels.values():
             st.compact()
-        self.baseline_size = size
 
     def _iter_live(self) -> Iterator[tuple[str, str, bytes]]:
         for label, st in self._labels.items():

@@ -25,7 +25,6 @@ import json
 import logging
 import queue
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,7 +50,6 @@ class WebhookRouter:
         self._routes: dict[str, list[Route]] = {}
         self._lock = threading.Lock()
         self.received = 0
-        self.last_received: float | None = None
 
     def register(self, bucket: str, prefix: str, sink: queue.SimpleQueue[Any]) -> Route:
         route = Route(bucket, prefix, sink)
@@ -88,7 +86,6 @@ class WebhookRouter:
                     route.sink.put(change)
                     routed += 1
         self.received += 1
-        self.last_received = time.time()
         return routed
 
 

@@ -30,7 +30,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from kubetrain_operator import contract, hooks, jobspec, memory, metrics
+import kubetrain_contract as contract
+
+from kubetrain_operator import hooks, jobspec, memory, metrics
 from kubetrain_operator.decisions.trigger import Action, Decision, TriggerInput, decide
 from kubetrain_operator.kube import KubeError, selector
 from kubetrain_operator.objectstore import (
@@ -66,11 +68,6 @@ from kubetrain_operator.tally import ListingOrderError, Tally
 from kubetrain_operator.webhook import Route
 
 log = logging.getLogger("kubetrain.operator.worker")
-
-#: Notifications applied per tick at most, so a flood cannot starve status and Job polling.
-DRAIN_LIMIT = 20000
-ROLLOUT_RETRY_SECONDS = 60.0
-ROLLOUT_CHECK_SECONDS = 15.0
 
 
 class _Prefixed(logging.LoggerAdapter):  # type: ignore[type-arg,unused-ignore]
@@ -432,7 +429,7 @@ class WatchWorker:
     def _drain(self, now: float) -> None:
         assert self.tally is not None
         received = changed = 0
-        for _ in range(DRAIN_LIMIT):
+        for _ in range(self.s.drain_limit):  # a flood must not starve status and Job polling
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
@@ -904,7 +901,7 @@ class WatchWorker:
                 )
                 serving = None
             except Exception as exc:  # transient (API/network): retried, training unaffected
-                self.next_rollout_try = now + ROLLOUT_RETRY_SECONDS
+                self.next_rollout_try = now + self.s.rollout.retry_seconds
                 self._event(
                     "Warning", "RolloutRetrying", f"{last.model_name}:{last.model_version}: {exc}"
                 )
@@ -913,11 +910,11 @@ class WatchWorker:
                 self.serving = serving
             self.durable = self.durable.with_(last_run=replace(last, rollout_pending=False))
             self._write_durable()
-            self.next_rollout_check = now + ROLLOUT_CHECK_SECONDS
+            self.next_rollout_check = now + self.s.rollout.check_seconds
             return
         if now < self.next_rollout_check or not rollout.enabled:
             return
-        self.next_rollout_check = now + ROLLOUT_CHECK_SECONDS
+        self.next_rollout_check = now + self.s.rollout.check_seconds
         try:
             serving = rollout.check(self.body)
         except hooks.Permanent as exc:

@@ -30,9 +30,6 @@ from kubetrain_serving.preprocess import IMAGE_SIZE
 MODEL_FILE = "model.keras"
 """Name of the Keras file inside the BentoML model directory (set by the trainer)."""
 
-METADATA_KEYS = ("model_name", "model_version", "mlflow_run_id", "dataset_digest")
-"""Metadata the trainer records with every model; exported as labels of the info metric."""
-
 _tf_configured = False
 
 

@@ -21,20 +21,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import kubetrain_contract as contract
 import pytest
 import yaml
-from kubetrain_operator import contract
 from kubetrain_operator.kube import Kube, KubeError
 from kubetrain_platform.minio_server import StandaloneMinio
 from kubetrain_platform.platform import free_port
 
 from tests.support.stub import StubWorkload
+from tests.support.wait import wait_for as support_wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "charts" / "kubetrain" / "crds"
@@ -43,20 +43,9 @@ GROUP_PATH = "/apis/kubetrain.dev/v1alpha1"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll until predicate() is truthy; return its value or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (KubeError, KeyError, TypeError) as exc:
-            last_exc = exc
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what}"
-        + (f" (last error: {last_exc})" if last_exc else "")
+    """tests.support.wait.wait_for, reading through objects and fields not there yet."""
+    return support_wait_for(
+        predicate, timeout, what, interval=interval, retry_on=(KubeError, KeyError, TypeError)
     )
 
 

@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,6 +35,8 @@ import gen_manifests
 import pytest
 import yaml
 from kubetrain_platform.platform import free_port
+
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.platform
 
@@ -156,17 +158,6 @@ def sar(
     return bool(result.status.allowed)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-
-
 @contextlib.contextmanager
 def extra_namespace(kube: Any, labels: dict[str, str] | None = None) -> Iterator[str]:
     from kubernetes import client
@@ -241,7 +232,7 @@ def test_scenario_passes_server_side_dry_run(
     served = served_kinds(tools)
     unserved = sorted({o["kind"] for o in objs} - served)
     # Only the Prometheus Operator's ServiceMonitor may be missing from a bare control plane;
-    # its fields are checked statically in tests/unit/test_packaging_chart.py.
+    # its fields are checked in tests/platform/test_packaging_chart_render.py (helm template).
     assert set(unserved) <= {"ServiceMonitor"}, unserved
     objs = [o for o in objs if o["kind"] in served]
     proc = dry_run(tools, objs, namespace)
@@ -449,7 +440,9 @@ def test_install_upgrade_uninstall_cluster_scope(
         assert exists(tools, kind, name, ns), f"{kind}/{name} missing"
     # PodSecurity "restricted" admits every pod the release's workloads create: the MLflow
     # pod the Deployment controller made, and (server-side dry run) each pod template.
-    (pod,) = wait_for("mlflow pod", functools.partial(pods_of, kube, namespace, "mlflow"))
+    (pod,) = wait_for(
+        functools.partial(pods_of, kube, namespace, "mlflow"), 60, "mlflow pod", interval=0.5
+    )
     assert pod.spec.security_context.run_as_non_root is True
     check_restricted_admission(tools, namespace)
     # The ServiceAccount can do its job in any namespace, and nothing more.
@@ -548,7 +541,7 @@ def test_install_upgrade_uninstall_cluster_scope(
         ("deployment", "kt-kubetrain-mlflow"),
     ]:
         gone = functools.partial(absent, tools, kind, name, namespace)
-        assert wait_for(f"{kind}/{name} gone", gone), name
+        assert wait_for(gone, 60, f"{kind}/{name} gone", interval=0.5), name
     for name in crds:
         assert established(kube, name), f"CRD {name} must survive uninstall"
     assert exists(tools, "secret", "kt-kubetrain-minio", namespace), "kept: MinIO credentials"
@@ -815,7 +808,9 @@ def test_operator_runs_under_the_charts_rbac_without_a_single_403(
             status = cast(dict[str, Any], obj).get("status") or {}
             return cast(str | None, status.get("phase"))
 
-        assert wait_for("the watch to reach Watching", lambda: phase() == "Watching", timeout=90)
+        assert wait_for(
+            lambda: phase() == "Watching", 90, "the watch to reach Watching", interval=0.5
+        )
         with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=5) as rsp:
             assert rsp.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as rsp:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 from kubernetes import client
 
+from tests.support.wait import wait_for
+
 pytestmark = pytest.mark.platform
-
-
-def _wait(pred, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
 
 
 def test_crd_established_and_status_subresource(kube: client.ApiClient, namespace: str) -> None:
@@ -67,7 +57,7 @@ def test_crd_established_and_status_subresource(kube: client.ApiClient, namespac
                 c.type == "Established" and c.status == "True" for c in got.status.conditions or []
             )
 
-        _wait(established, what="CRD Established")
+        wait_for(established, what="CRD Established")
         co = client.CustomObjectsApi(kube)
         body = {
             "apiVersion": f"{group}/v1",
@@ -75,7 +65,7 @@ def test_crd_established_and_status_subresource(kube: client.ApiClient, namespac
             "metadata": {"name": "w1"},
             "spec": {"size": 3},
         }
-        _wait(lambda: _try_create(co, group, namespace, body), what="CR create")
+        wait_for(lambda: _try_create(co, group, namespace, body), what="CR create")
         co.patch_namespaced_custom_object_status(
             group, "v1", namespace, "widgets", "w1", {"status": {"phase": "Ready"}}
         )
@@ -109,7 +99,7 @@ def test_job_controller_creates_pending_pod(kube: client.ApiClient, namespace: s
     batch = client.BatchV1Api(kube)
     core = client.CoreV1Api(kube)
     # ServiceAccount admission needs the namespace's default SA, made by the SA controller.
-    _wait(lambda: _sa_exists(core, namespace), what="default ServiceAccount")
+    wait_for(lambda: _sa_exists(core, namespace), what="default ServiceAccount")
     job = client.V1Job(
         metadata=client.V1ObjectMeta(name="hello"),
         spec=client.V1JobSpec(
@@ -123,7 +113,7 @@ def test_job_controller_creates_pending_pod(kube: client.ApiClient, namespace: s
         ),
     )
     batch.create_namespaced_job(namespace, job)
-    pods = _wait(
+    pods = wait_for(
         lambda: core.list_namespaced_pod(namespace, label_selector="job-name=hello").items,
         what="the Job controller's pod",
     )
@@ -201,7 +191,7 @@ def test_namespaced_role_token_is_confined(kube: client.ApiClient, namespace: st
                 ),
             )
             # The token is valid (authenticated) and the Role applies in its own namespace...
-            _wait(
+            wait_for(
                 lambda: _try_job(bot, namespace, job) == 201,
                 what="bot creates a Job in its namespace",
             )

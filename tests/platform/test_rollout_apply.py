@@ -12,18 +12,19 @@ from __future__ import annotations
 import base64
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 from kubernetes.client import ApiException
+from kubetrain_contract import TrainResult
 from kubetrain_operator import rollout, rollout_apply
-from kubetrain_operator.contract import TrainResult
 from kubetrain_operator.rollout import RolloutSettings
 
 from tests.support.stub import StubWorkload
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.platform
 
@@ -32,18 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "charts" / "kubetrain" / "crds" / "datasetwatch.yaml"
 SETTINGS = RolloutSettings(default_image="kubetrain-trainer:test")
 BENTOS = ".kubetrain/bentos/"
-T = TypeVar("T")
-
-
-def wait(pred: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
 
 
 def contains(big: Any, small: Any) -> bool:
@@ -82,7 +71,7 @@ def crd(kube: Any) -> None:
         conds = (got.get("status") or {}).get("conditions") or []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
 
-    wait(established, what="DatasetWatch CRD Established")
+    wait_for(established, what="DatasetWatch CRD Established")
 
 
 class Env:
@@ -129,7 +118,7 @@ class Env:
             "suspend": True,
             "serving": serving,
         }
-        created = wait(
+        created = wait_for(
             lambda: self._try_create_watch(spec), what="DatasetWatch create (CRD served)"
         )
         # The rollout always gets the object as stored: the CRD's schema (defaults,
@@ -264,7 +253,7 @@ class Env:
                 and not p["metadata"].get("deletionTimestamp")
             ]
 
-        found = wait(
+        found = wait_for(
             lambda: (lambda ps: ps if len(ps) >= count else None)(pods()),
             what=f"{count} pods of v{version}",
         )
@@ -279,7 +268,7 @@ class Env:
             ][rollout.ANN_BENTO_URI] == self.uri(version)
             return dep if ok else None
 
-        return wait(complete, what=f"Deployment rolled out to v{version}")
+        return wait_for(complete, what=f"Deployment rolled out to v{version}")
 
     # -- bucket -----------------------------------------------------------------------
     def upload(self, minio: Any, *names: str) -> None:
@@ -426,7 +415,7 @@ def test_promotion_creates_then_updates_serving_objects(env: Env) -> None:
     svc2 = env.service()
     assert svc2 is not None and svc2["metadata"]["uid"] == svc["metadata"]["uid"]
     # The Deployment controller starts a second ReplicaSet for the new template.
-    wait(lambda: env.replicaset_of(2), what="a ReplicaSet for v2")
+    wait_for(lambda: env.replicaset_of(2), what="a ReplicaSet for v2")
     assert env.replicaset_of(1) is not None
 
     # Replaying the same result (an operator restart) changes nothing.
@@ -459,7 +448,7 @@ def test_promotion_creates_then_updates_serving_objects(env: Env) -> None:
 
     # A Deployment deleted by hand is re-created from status.serving by the next check.
     env.k.delete(f"/apis/apps/v1/namespaces/{env.ns}/deployments/{env.serving_name}")
-    wait(lambda: env.deployment() is None, what="Deployment deleted")
+    wait_for(lambda: env.deployment() is None, what="Deployment deleted")
     status = env.check()
     assert status is not None and status["bentoUri"] == env.uri(2)
     assert status["previousBentoUri"] == env.uri(1)
@@ -517,7 +506,7 @@ def test_rollback_when_the_new_replicaset_misses_its_deadline(env: Env) -> None:
     before_check = env.check()  # before the deadline: still rolling out, nothing rolled back
     assert before_check is not None and before_check["phase"] == "Progressing"
     assert conditions(before_check)["Progressing"]["reason"] == "RollingOut"
-    wait(deadline_exceeded, timeout=60, what="ProgressDeadlineExceeded from the controller")
+    wait_for(deadline_exceeded, timeout=60, what="ProgressDeadlineExceeded from the controller")
 
     status = env.check()
     assert status is not None
@@ -573,7 +562,7 @@ def test_history_limit_deletes_old_bentos_but_never_serving_or_previous(
     assert "mnist-2.bento" not in env.bento_names(minio)
 
     # v4 misses its deadline: back to v3, which is now older than v4 ...
-    wait(
+    wait_for(
         lambda: rollout.observe(env.deployment() or {}).deadline_exceeded,
         timeout=60,
         what="ProgressDeadlineExceeded",
@@ -611,7 +600,7 @@ def test_stale_writes_conflict_and_foreign_objects_are_not_taken_over(env: Env) 
 
     # ... and a Service of the same name that this watch does not own is left alone.
     env.k.delete(f"/api/v1/namespaces/{env.ns}/services/{env.serving_name}")
-    wait(lambda: env.service() is None, what="Service deleted")
+    wait_for(lambda: env.service() is None, what="Service deleted")
     env.k.request(
         "POST",
         f"/api/v1/namespaces/{env.ns}/services",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubetrain_operator.contract import SnapshotManifest, manifest_digest
+from kubetrain_contract import SnapshotManifest, manifest_digest
 from kubetrain_trainer import devdata
 
 pytestmark = [pytest.mark.platform, pytest.mark.slow]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetrain_operator import contract
+import kubetrain_contract as contract
 from kubetrain_operator.jobspec import build_job, job_name, run_number
 from kubetrain_operator.spec import parse_watch
 

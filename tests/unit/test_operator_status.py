@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import kubetrain_contract as contract
 import pytest
-from kubetrain_operator import contract
 from kubetrain_operator.notifications import NotificationError, parse_line
 from kubetrain_operator.outcome import RunState, interpret
 from kubetrain_operator.settings import load_settings
@@ -206,17 +206,25 @@ def test_settings_flags_env_defaults() -> None:
 
 def test_every_setting_has_a_flag() -> None:
     """The settings module promises a CLI flag per field (namespaces is -n/--namespace;
-    the webhook token is env-only so it never shows in a process list)."""
+    the webhook token is env-only so it never shows in a process list; the nested rollout
+    settings are --rollout-<field>, except the image and UID, which follow --default-image
+    and --trainer-uid)."""
     from dataclasses import fields
 
-    from kubetrain_operator.settings import OperatorSettings, build_parser
+    from kubetrain_operator.settings import OperatorSettings, RolloutSettings, build_parser
 
     options = {o for action in build_parser()._actions for o in action.option_strings}
     missing = [
         f.name
         for f in fields(OperatorSettings)
         if "--" + f.name.replace("_", "-") not in options
-        and f.name not in ("namespaces", "webhook_token")
+        and f.name not in ("namespaces", "webhook_token", "rollout")
+    ]
+    missing += [
+        f"rollout.{f.name}"
+        for f in fields(RolloutSettings)
+        if "--rollout-" + f.name.replace("_", "-") not in options
+        and f.name not in ("default_image", "run_as_user")
     ]
     assert missing == []
     assert "--namespace" in options

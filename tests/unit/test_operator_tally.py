@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import random
 
+import kubetrain_contract as contract
 import pytest
-from kubetrain_operator import contract
 from kubetrain_operator.tally import ListingOrderError, Tally, decode_etag, encode_etag
 
 

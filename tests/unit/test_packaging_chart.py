@@ -1,178 +1,46 @@
-"""Static tests of charts/kubetrain: helm lint, every ci/ scenario rendered and inspected.
+"""Static tests of charts/kubetrain that need no binary: values, schema, CRDs, .helmignore.
 
-No servers: `helm template` renders, these tests read the objects. What the apiserver says
-about them (server-side dry run, a real install, SubjectAccessReviews) is in
-tests/platform/test_packaging_install.py. helm comes from the platform build (make binaries).
+Pure YAML/JSON: values.yaml against values.schema.json (every ci/ scenario validates, bad
+values are rejected, every value is typed and commented), the shipped DatasetWatch CRD's
+serving schema against the operator's parser and status writer, and the packaging rules.
+Rendering with the real helm binary (lint, every scenario's objects, RBAC, NOTES, the
+packaged archive, manifests/ drift) is tests/platform/test_packaging_chart_render.py; what
+the apiserver says is tests/platform/test_packaging_install.py and
+tests/platform/test_rollout_crd_schema.py.
 """
 
 from __future__ import annotations
 
-import json
+import fnmatch
 import re
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import gen_manifests
 import pytest
 import yaml
+from kubetrain_operator import rollout
 
-from .psa import restricted_violations
-
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "kubetrain"
-CI = CHART / "ci"
-SCENARIOS = sorted(p.stem.removesuffix("-values") for p in CI.glob("*-values.yaml"))
-NS = "kt-test"
-RELEASE = "kt"
-
-HELM = gen_manifests.find_helm()
-
-
-@pytest.fixture(autouse=True)
-def _need_helm() -> None:
-    # A missing build is a loud failure, never a skip.
-    if HELM is None:
-        pytest.fail("helm binary not built: run `make binaries` (tools/platform/build.sh)")
-
-
-POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Pod"}
-Obj = dict[str, Any]
-
-
-def render(*values: Path, sets: tuple[str, ...] = (), namespace: str = NS) -> list[Obj]:
-    assert HELM is not None
-    text = gen_manifests.helm_template(
-        HELM, release=RELEASE, namespace=namespace, values=values, sets=sets, include_crds=False
-    )
-    return gen_manifests.load_objects(text)
-
-
-def render_fails(*sets: str) -> str:
-    """stderr of a render that must fail."""
-    with pytest.raises(gen_manifests.ManifestError) as info:
-        render(sets=sets)
-    return str(info.value)
-
-
-@pytest.fixture(scope="module")
-def scenarios() -> dict[str, list[Obj]]:
-    return {name: render(CI / f"{name}-values.yaml") for name in SCENARIOS}
-
-
-def by_kind(objs: list[Obj], kind: str) -> list[Obj]:
-    return [o for o in objs if o["kind"] == kind]
-
-
-def one(objs: list[Obj], kind: str, component: str | None = None) -> Obj:
-    found = [
-        o
-        for o in by_kind(objs, kind)
-        if component is None
-        or o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
-    ]
-    assert len(found) == 1, f"expected one {kind} {component or ''}, got {len(found)}"
-    return found[0]
-
-
-def pod_spec(obj: Obj) -> Obj:
-    return obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
-
-
-def containers(obj: Obj) -> Iterator[Obj]:
-    spec = pod_spec(obj)
-    yield from spec.get("initContainers", [])
-    yield from spec["containers"]
-
-
-def env_of(container: Obj) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
-
-
-def allows(rules: list[Obj], group: str, resource: str, verb: str, name: str | None = None) -> bool:
-    """RBAC semantics for one request against a rule list (what the authorizer does)."""
-    for rule in rules:
-        if group not in rule.get("apiGroups", []) and "*" not in rule.get("apiGroups", []):
-            continue
-        if resource not in rule.get("resources", []) and "*" not in rule.get("resources", []):
-            continue
-        if verb not in rule.get("verbs", []) and "*" not in rule.get("verbs", []):
-            continue
-        names = rule.get("resourceNames")
-        if names and (name is None or name not in names):
-            continue
-        return True
-    return False
-
-
-# What the operator must be able to do in every namespace it serves (issue 4/6 + kopf).
-NEEDED = [
-    ("kubetrain.dev", "datasetwatches", ["get", "list", "watch", "patch", "update"]),
-    ("kubetrain.dev", "datasetwatches/status", ["get", "patch", "update"]),
-    ("", "events", ["create", "patch"]),
-    ("events.k8s.io", "events", ["create", "patch"]),
-    ("batch", "jobs", ["create", "get", "list", "watch", "delete", "patch"]),
-    ("", "pods", ["get", "list", "watch"]),
-    ("apps", "deployments", ["create", "get", "list", "watch", "patch", "update", "delete"]),
-    ("", "services", ["create", "get", "list", "watch", "patch", "update", "delete"]),
-    (
-        "networking.k8s.io",
-        "ingresses",
-        ["create", "get", "list", "watch", "patch", "update", "delete"],
-    ),
-    ("apps", "replicasets", ["get", "list", "watch"]),
-]
-# What it must never be able to do.
-FORBIDDEN = [
-    ("", "secrets", "list", None),
-    ("", "secrets", "watch", None),
-    ("", "secrets", "get", "some-unrelated-secret"),
-    ("", "secrets", "create", None),
-    ("", "pods", "create", None),
-    ("", "pods", "delete", None),
-    ("", "pods/exec", "create", None),
-    ("", "configmaps", "get", None),
-    ("", "serviceaccounts", "create", None),
-    ("rbac.authorization.k8s.io", "roles", "create", None),
-    ("rbac.authorization.k8s.io", "clusterroles", "bind", None),
-    ("rbac.authorization.k8s.io", "clusterroles", "escalate", None),
-    ("", "serviceaccounts", "impersonate", None),
-    ("apiextensions.k8s.io", "customresourcedefinitions", "create", None),
-    ("apiextensions.k8s.io", "customresourcedefinitions", "delete", None),
-    ("", "namespaces", "create", None),
-]
-
-
-# ------------------------------------------------------------------------------ lint & render
-
-
-def test_helm_lint_strict_for_defaults_and_every_scenario() -> None:
-    assert HELM is not None
-    args = [str(HELM), "lint", str(CHART), "--strict", "--namespace", NS]
-    for path in sorted(CI.glob("*-values.yaml")):
-        proc = subprocess.run([*args, "--values", str(path)], capture_output=True, text=True)
-        assert proc.returncode == 0, f"helm lint with {path.name}:\n{proc.stdout}\n{proc.stderr}"
-        assert "0 chart(s) failed" in proc.stdout
-
-
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_scenario_renders_valid_named_objects(
-    scenarios: dict[str, list[Obj]], scenario: str
-) -> None:
-    objs = scenarios[scenario]
-    assert len(objs) >= 4, f"{scenario}: suspiciously few objects"
-    seen: set[tuple[str, str, str]] = set()
-    for o in objs:
-        meta = o["metadata"]
-        key = (o["kind"], meta.get("namespace", ""), meta["name"])
-        assert key not in seen, f"{scenario}: duplicate {key}"
-        seen.add(key)
-        assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", meta["name"]), key
-        assert len(meta["name"]) <= 63, key
-        labels = meta.get("labels", {})
-        assert labels.get("app.kubernetes.io/part-of") == "kubetrain", key
-        assert labels.get("app.kubernetes.io/instance") == RELEASE, key
+from tests.support.chart import (
+    BAD_SERVING,
+    BAD_VALUES,
+    CHART,
+    CI,
+    SCENARIOS,
+    SERVING_SOURCE,
+    Obj,
+    is_passthrough,
+    leaf_paths,
+    load_schema,
+    load_values,
+    refs,
+    resolve,
+    schema_errors,
+    schema_node,
+    serving_schemas,
+    serving_statuses,
+    set_value,
+    structure_problems,
+    watch_schema,
+    with_defaults,
+)
 
 
 def test_scenarios_cover_the_documented_set() -> None:
@@ -181,654 +49,23 @@ def test_scenarios_cover_the_documented_set() -> None:
     )
 
 
-# ------------------------------------------------------------------------------ pods
-
-
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_every_container_sets_command_and_runs_locked_down(
-    scenarios: dict[str, list[Obj]], scenario: str
-) -> None:
-    pods = [o for o in scenarios[scenario] if o["kind"] in POD_KINDS]
-    assert pods, scenario
-    for obj in pods:
-        where = f"{scenario}: {obj['kind']}/{obj['metadata']['name']}"
-        psc = pod_spec(obj)["securityContext"]
-        assert psc["runAsNonRoot"] is True, where
-        assert psc["runAsUser"] > 0, where
-        assert psc["seccompProfile"]["type"] == "RuntimeDefault", where
-        for c in containers(obj):
-            assert c.get("command"), f"{where}/{c['name']}: no explicit command"
-            assert all(isinstance(x, str) and x for x in c["command"]), where
-            sc = c["securityContext"]
-            assert sc["allowPrivilegeEscalation"] is False, where
-            assert sc["readOnlyRootFilesystem"] is True, where
-            assert sc["capabilities"]["drop"] == ["ALL"], where
-            assert "limits" in c["resources"] and "requests" in c["resources"], where
-            writable = {m["mountPath"] for m in c.get("volumeMounts", [])}
-            if obj["kind"] != "Pod":  # the helm test pod only reads
-                assert "/tmp" in writable, f"{where}: read-only root needs a /tmp volume"
-
-
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_every_pod_passes_pod_security_restricted(
-    scenarios: dict[str, list[Obj]], scenario: str
-) -> None:
-    """The operator, MinIO, MLflow and helm-test pods are admitted by PodSecurity "restricted"
-    (the namespace of manifests/ enforces it): no host namespaces, ports or paths, only
-    restricted volume types (a StatefulSet's claims become persistentVolumeClaim volumes)."""
-    pods = [o for o in scenarios[scenario] if o["kind"] in POD_KINDS]
-    assert pods, scenario
-    for obj in pods:
-        spec = pod_spec(obj)
-        claims = [
-            {"name": t["metadata"]["name"], "persistentVolumeClaim": {"claimName": "x"}}
-            for t in obj["spec"].get("volumeClaimTemplates", [])
-        ]
-        spec = {**spec, "volumes": [*spec.get("volumes", []), *claims]}
-        where = f"{scenario}: {obj['kind']}/{obj['metadata']['name']}"
-        assert restricted_violations(spec) == [], where
-
-
-def test_pod_security_covers_every_component(scenarios: dict[str, list[Obj]]) -> None:
-    components = {
-        o["metadata"]["labels"]["app.kubernetes.io/component"]
-        for o in scenarios["default"]
-        if o["kind"] in POD_KINDS
-    }
-    assert components == {"operator", "minio", "mlflow", "test"}
-
-
-def test_operator_deployment_probes_ports_and_recreate(scenarios: dict[str, list[Obj]]) -> None:
-    dep = one(scenarios["default"], "Deployment", "operator")
-    assert dep["spec"]["strategy"]["type"] == "Recreate"
-    (c,) = pod_spec(dep)["containers"]
-    assert c["command"] == ["kubetrain-operator"]
-    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"health": 8080, "metrics": 9090, "webhook": 8081}
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
-    tmp = next(v for v in pod_spec(dep)["volumes"] if v["name"] == "tmp")
-    assert "emptyDir" in tmp
-    env = env_of(c)
-    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-
-
-def test_all_off_has_no_probes_but_still_a_command(scenarios: dict[str, list[Obj]]) -> None:
-    (c,) = pod_spec(one(scenarios["all-off"], "Deployment", "operator"))["containers"]
-    assert "livenessProbe" not in c and "readinessProbe" not in c
-    assert c["command"] == ["kubetrain-operator"]
-
-
-def test_metrics_service_selects_the_operator_port(scenarios: dict[str, list[Obj]]) -> None:
-    objs = scenarios["default"]
-    svc = one(objs, "Service", "metrics")
-    dep = one(objs, "Deployment", "operator")
-    labels = dep["spec"]["template"]["metadata"]["labels"]
-    assert svc["spec"]["selector"].items() <= labels.items()
-    assert svc["spec"]["ports"] == [
-        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
-    ]
-    assert not [o for o in scenarios["all-off"] if o["kind"] == "Service"]
-
-
-def test_service_monitor_scrapes_the_metrics_service(scenarios: dict[str, list[Obj]]) -> None:
-    objs = scenarios["monitoring"]
-    sm = one(objs, "ServiceMonitor")
-    svc = one(objs, "Service", "metrics")
-    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
-    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
-    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NS]}
-    (endpoint,) = sm["spec"]["endpoints"]
-    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
-    assert sm["metadata"]["labels"]["release"] == "prometheus"
-    assert not by_kind(scenarios["default"], "ServiceMonitor")
-
-
-# ------------------------------------------------------------------------------ operator contract
-
-
-def operator_process(objs: list[Obj]) -> tuple[list[str], dict[str, str]]:
-    (c,) = pod_spec(one(objs, "Deployment", "operator"))["containers"]
-    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
-    env["POD_NAMESPACE"] = NS  # what the fieldRef resolves to
-    return c["args"], env
-
-
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_operator_settings_load_from_the_rendered_args_and_env(
-    scenarios: dict[str, list[Obj]], scenario: str
-) -> None:
-    """The chart's args/env go through the operator's real settings loader unchanged."""
-    settings_mod = pytest.importorskip("kubetrain_operator.settings")
-    args, env = operator_process(scenarios[scenario])
-    fields = {f.upper() for f in settings_mod.OperatorSettings.__dataclass_fields__}
-    for name in env:
-        if name.startswith("KUBETRAIN_"):
-            assert name.startswith(settings_mod.ENV_PREFIX), name
-            assert name.removeprefix(settings_mod.ENV_PREFIX) in fields, f"{name}: no such setting"
-    s = settings_mod.load_settings(args, env)
-    assert s.health_port == 8080 and s.metrics_port == 9090
-    assert s.peering_name == "kubetrain"
-    assert s.default_image == "kubetrain-trainer:0.1.0"
-    if scenario == "namespaced":
-        assert (s.all_namespaces, s.namespaces) == (False, (NS,))
-    else:
-        assert (s.all_namespaces, s.namespaces) == (True, ())
-    if scenario == "all-off":
-        assert s.webhook_port == 0
-    else:
-        assert (s.webhook_port, s.webhook_path) == (8081, "/minio/events")
-
-
-def test_operator_default_mlflow_uri_follows_the_bundled_or_external_server(
-    scenarios: dict[str, list[Obj]],
-) -> None:
-    _, env = operator_process(scenarios["default"])
-    assert (
-        env["KUBETRAIN_OPERATOR_DEFAULT_MLFLOW_URI"] == f"http://kt-kubetrain-mlflow.{NS}.svc:5000"
-    )
-    _, env = operator_process(scenarios["external-endpoints"])
-    assert env["KUBETRAIN_OPERATOR_DEFAULT_MLFLOW_URI"] == "http://mlflow.mlops.svc:5000"
-    _, env = operator_process(scenarios["all-off"])
-    assert "KUBETRAIN_OPERATOR_DEFAULT_MLFLOW_URI" not in env
-
-
-def test_settings_override_and_extend_and_roll_the_pod() -> None:
-    base = one(render(), "Deployment", "operator")
-    objs = render(
-        sets=(
-            "operator.settings.KUBETRAIN_OPERATOR_LOG_LEVEL=DEBUG",
-            "operator.settings.KUBETRAIN_OPERATOR_DEFAULT_IMAGE=reg.example/trainer:x",
-        )
-    )
-    dep = one(objs, "Deployment", "operator")
-    (c,) = pod_spec(dep)["containers"]
-    env = env_of(c)
-    assert env["KUBETRAIN_OPERATOR_LOG_LEVEL"] == "DEBUG"
-    assert env["KUBETRAIN_OPERATOR_DEFAULT_IMAGE"] == "reg.example/trainer:x"
-    assert [e["name"] for e in c["env"]].count("KUBETRAIN_OPERATOR_DEFAULT_IMAGE") == 1
-    key = "checksum/settings"
-    assert (
-        dep["spec"]["template"]["metadata"]["annotations"][key]
-        != base["spec"]["template"]["metadata"]["annotations"][key]
-    )
-
-
-def test_watch_namespaces_list_renders_flags_roles_and_peerings() -> None:
-    objs = render(sets=("watch.scope=namespaced", "watch.namespaces={team-a,team-b}"))
-    args, _ = operator_process(objs)
-    assert args == ["--namespace", "team-a", "--namespace", "team-b"]
-    assert sorted(r["metadata"]["namespace"] for r in by_kind(objs, "Role")) == ["team-a", "team-b"]
-    assert sorted(r["metadata"]["namespace"] for r in by_kind(objs, "RoleBinding")) == [
-        "team-a",
-        "team-b",
-    ]
-    assert sorted(p["metadata"]["namespace"] for p in by_kind(objs, "KopfPeering")) == [
-        "team-a",
-        "team-b",
-    ]
-    for rb in by_kind(objs, "RoleBinding"):
-        assert rb["subjects"] == [
-            {"kind": "ServiceAccount", "name": "kt-kubetrain-operator", "namespace": NS}
-        ]
-
-
-def test_images_tag_default_override_and_digest() -> None:
-    (c,) = pod_spec(one(render(), "Deployment", "operator"))["containers"]
-    assert c["image"] == "kubetrain-operator:0.1.0"
-    objs = render(sets=("operator.image.repository=reg.example/op", "operator.image.tag=abc123"))
-    (c,) = pod_spec(one(objs, "Deployment", "operator"))["containers"]
-    assert c["image"] == "reg.example/op:abc123"
-    digest = "sha256:" + "a" * 64
-    objs = render(
-        sets=(
-            "operator.image.tag=abc123",
-            f"operator.image.digest={digest}",
-            f"trainer.image.digest={digest}",
-        )
-    )
-    (c,) = pod_spec(one(objs, "Deployment", "operator"))["containers"]
-    assert c["image"] == f"kubetrain-operator@{digest}"
-    assert env_of(c)["KUBETRAIN_OPERATOR_DEFAULT_IMAGE"] == f"kubetrain-trainer@{digest}"
-
-
-# ------------------------------------------------------------------------------ RBAC
-
-
-def rules_for(objs: list[Obj], namespace: str | None) -> list[Obj]:
-    """All rules that apply to the operator SA in `namespace` (None: cluster-scoped requests)."""
-    rules: list[Obj] = []
-    bound_cluster = {b["roleRef"]["name"] for b in by_kind(objs, "ClusterRoleBinding")}
-    for cr in by_kind(objs, "ClusterRole"):
-        if cr["metadata"]["name"] in bound_cluster:
-            rules += cr["rules"]
-    if namespace is not None:
-        bound = {
-            b["roleRef"]["name"]
-            for b in by_kind(objs, "RoleBinding")
-            if b["metadata"]["namespace"] == namespace
-        }
-        for role in by_kind(objs, "Role"):
-            if role["metadata"]["namespace"] == namespace and role["metadata"]["name"] in bound:
-                rules += role["rules"]
-    return rules
-
-
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_operator_can_do_what_it_needs_in_served_namespaces(
-    scenarios: dict[str, list[Obj]], scenario: str
-) -> None:
-    objs = scenarios[scenario]
-    served = NS if scenario == "namespaced" else "any-namespace"
-    rules = rules_for(objs, served)
-    for group, resource, verbs in NEEDED:
-        for verb in verbs:
-            assert allows(rules, group, resource, verb), (
-                f"{scenario}: cannot {verb} {group}/{resource}"
-            )
-    peering = "kopfpeerings" if scenario == "namespaced" else "clusterkopfpeerings"
-    for verb in ("get", "list", "watch", "patch"):
-        assert allows(rules, "kopf.dev", peering, verb), f"{scenario}: peering {verb}"
-
-
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_operator_cannot_do_more(scenarios: dict[str, list[Obj]], scenario: str) -> None:
-    objs = scenarios[scenario]
-    rules = rules_for(objs, NS) + rules_for(objs, None)
-    for rule in rules:
-        for key in ("apiGroups", "resources", "verbs"):
-            assert "*" not in rule.get(key, []), f"{scenario}: wildcard in {rule}"
-    for group, resource, verb, name in FORBIDDEN:
-        assert not allows(rules, group, resource, verb, name), (
-            f"{scenario}: may {verb} {resource} {name}"
-        )
-
-
-def test_namespaced_scope_has_no_cluster_scoped_grant_at_all(
-    scenarios: dict[str, list[Obj]],
-) -> None:
-    objs = scenarios["namespaced"]
-    kinds = {o["kind"] for o in objs}
-    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
-    assert rules_for(objs, "other-namespace") == []
-    (peering,) = by_kind(objs, "KopfPeering")
-    assert peering["metadata"] == peering["metadata"] | {"name": "kubetrain", "namespace": NS}
-
-
-def test_cluster_scope_names_are_namespace_qualified(scenarios: dict[str, list[Obj]]) -> None:
-    for kind in ("ClusterRole", "ClusterRoleBinding"):
-        (obj,) = by_kind(scenarios["default"], kind)
-        assert obj["metadata"]["name"] == f"{NS}-kt-kubetrain"
-    crb = one(scenarios["default"], "ClusterRoleBinding")
-    assert crb["subjects"] == [
-        {"kind": "ServiceAccount", "name": "kt-kubetrain-operator", "namespace": NS}
-    ]
-
-
-def secret_rules(objs: list[Obj]) -> list[Obj]:
-    return [r for r in rules_for(objs, NS) if "secrets" in r["resources"]]
-
-
-def test_secret_access_by_name_includes_bundled_minio_and_declared_watches(
-    scenarios: dict[str, list[Obj]],
-) -> None:
-    (rule,) = secret_rules(scenarios["default"])
-    assert rule["verbs"] == ["get"]
-    assert rule["resourceNames"] == ["kt-kubetrain-minio", "mnist-minio-credentials"]
-    (rule,) = secret_rules(scenarios["external-endpoints"])
-    assert rule["resourceNames"] == ["mnist-minio-credentials", "team-a-minio-credentials"]
-    objs = render(
-        sets=(
-            "minio.enabled=false",
-            "rbac.secretAccess.names=null",
-            "datasetWatches[0].name=w",
-            "datasetWatches[0].spec.source.credentialsSecretRef.name=w-creds",
-        )
-    )
-    (rule,) = secret_rules(objs)
-    assert rule["resourceNames"] == ["w-creds"]
-
-
-def test_secret_access_all_and_none(scenarios: dict[str, list[Obj]]) -> None:
-    (rule,) = secret_rules(render(sets=("rbac.secretAccess.mode=all",)))
-    assert rule["verbs"] == ["get"] and "resourceNames" not in rule
-    assert secret_rules(scenarios["all-off"]) == []
-    # "names" with nothing to name: no rule rather than an empty resourceNames (= all Secrets).
-    objs = render(sets=("minio.enabled=false", "rbac.secretAccess.names=null"))
-    assert secret_rules(objs) == []
-
-
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_no_scope_may_touch_crds_or_namespaces(
-    scenarios: dict[str, list[Obj]], scenario: str
-) -> None:
-    """kopf's cluster scanning is off in the operator, so neither is needed (least privilege)."""
-    rules = rules_for(scenarios[scenario], None) + rules_for(scenarios[scenario], NS)
-    for verb in ("get", "list", "watch"):
-        assert not allows(rules, "apiextensions.k8s.io", "customresourcedefinitions", verb)
-        assert not allows(rules, "", "namespaces", verb)
-
-
-# ------------------------------------------------------------------------------ MinIO / MLflow
-
-
-def test_minio_statefulset_secret_and_service(scenarios: dict[str, list[Obj]]) -> None:
-    objs = scenarios["default"]
-    sts = one(objs, "StatefulSet", "minio")
-    (c,) = pod_spec(sts)["containers"]
-    assert c["command"][:3] == ["minio", "server", "/export/data"]
-    assert c["image"].startswith("quay.io/minio/minio:RELEASE.")
-    env = env_of(c)
-    assert env["MINIO_UPDATE"] == "off"
-    assert env["MINIO_ROOT_USER"] == {
-        "secretKeyRef": {"name": "kt-kubetrain-minio", "key": "rootUser"}
-    }
-    assert env["MINIO_ROOT_PASSWORD"] == {
-        "secretKeyRef": {"name": "kt-kubetrain-minio", "key": "rootPassword"}
-    }
-    (claim,) = sts["spec"]["volumeClaimTemplates"]
-    assert claim["metadata"]["name"] == "data"
-    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
-    secret = one(objs, "Secret", "minio")
-    assert set(secret["data"]) == {"rootUser", "rootPassword", "accessKey", "secretKey"}
-    assert secret["data"]["accessKey"] == secret["data"]["rootUser"]
-    assert len(secret["data"]["rootPassword"]) >= 40  # base64 of a 40-char generated password
-    svc = next(s for s in by_kind(objs, "Service") if s["metadata"]["name"] == "kt-kubetrain-minio")
-    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"s3": 9000, "console": 9001}
-
-
-def test_minio_existing_secret_and_no_persistence() -> None:
-    objs = render(sets=("minio.auth.existingSecret=my-minio", "minio.persistence.enabled=false"))
-    assert not [s for s in by_kind(objs, "Secret") if "minio" in s["metadata"]["name"]]
-    sts = one(objs, "StatefulSet", "minio")
-    assert "volumeClaimTemplates" not in sts["spec"]
-    assert {"name": "data", "emptyDir": {}} in pod_spec(sts)["volumes"]
-    (c,) = pod_spec(sts)["containers"]
-    assert env_of(c)["MINIO_ROOT_USER"]["secretKeyRef"]["name"] == "my-minio"
-    (rule,) = secret_rules(objs)
-    assert "my-minio" in rule["resourceNames"]
-
-
-def mlflow_allowed_hosts(objs: list[Obj]) -> list[str]:
-    (c,) = pod_spec(one(objs, "Deployment", "mlflow"))["containers"]
-    cmd = c["command"]
-    return cmd[cmd.index("--allowed-hosts") + 1].split(",")
-
-
-def test_mlflow_allowed_hosts_accept_the_service_names_per_mlflows_own_check(
-    scenarios: dict[str, list[Obj]],
-) -> None:
-    security = pytest.importorskip("mlflow.server.security_utils")
-    hosts = mlflow_allowed_hosts(scenarios["with-ingress"])
-    svc = "kt-kubetrain-mlflow"
-    for host in (
-        svc,
-        f"{svc}:5000",
-        f"{svc}.{NS}",
-        f"{svc}.{NS}.svc:5000",
-        f"{svc}.{NS}.svc.cluster.local:5000",
-        "localhost:5000",
-        "127.0.0.1:15000",
-        "mlflow.kubetrain.example.com",
-    ):
-        assert security.is_allowed_host_header(hosts, host), host
-    for host in ("evil.example.com", f"{svc}.other-ns.svc:5000", "10.0.0.8:5000"):
-        assert not security.is_allowed_host_header(hosts, host), host
-    assert "mlflow.kubetrain.example.com" not in mlflow_allowed_hosts(scenarios["default"])
-
-
-def test_mlflow_command_store_and_volume(scenarios: dict[str, list[Obj]]) -> None:
-    objs = scenarios["default"]
-    dep = one(objs, "Deployment", "mlflow")
-    assert dep["spec"]["strategy"]["type"] == "Recreate"
-    (c,) = pod_spec(dep)["containers"]
-    assert c["command"][:2] == ["mlflow", "server"]
-    assert c["command"][c["command"].index("--host") + 1] == "0.0.0.0"
-    env = env_of(c)
-    assert env["MLFLOW_BACKEND_STORE_URI"] == "sqlite:////mlflow/mlflow.db"
-    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "/mlflow/artifacts"
-    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
-    pvc = one(objs, "PersistentVolumeClaim", "mlflow")
-    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    data = next(v for v in pod_spec(dep)["volumes"] if v["name"] == "data")
-    assert data["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
-
-
-def test_mlflow_external_database_uri_comes_from_a_secret() -> None:
-    objs = render(
-        sets=(
-            "mlflow.backendStore.existingSecret=mlflow-db",
-            "mlflow.backendStore.existingSecretKey=url",
-        )
-    )
-    (c,) = pod_spec(one(objs, "Deployment", "mlflow"))["containers"]
-    assert env_of(c)["MLFLOW_BACKEND_STORE_URI"] == {
-        "secretKeyRef": {"name": "mlflow-db", "key": "url"}
-    }
-
-
-def test_mlflow_ingress(scenarios: dict[str, list[Obj]]) -> None:
-    ing = one(scenarios["with-ingress"], "Ingress", "mlflow")
-    assert ing["spec"]["ingressClassName"] == "nginx"
-    (rule,) = ing["spec"]["rules"]
-    assert rule["host"] == "mlflow.kubetrain.example.com"
-    backend = rule["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": "kt-kubetrain-mlflow", "port": {"name": "http"}}
-    assert ing["spec"]["tls"] == [
-        {"hosts": ["mlflow.kubetrain.example.com"], "secretName": "mlflow-tls"}
-    ]
-    assert "host is required" in render_fails("mlflow.ingress.enabled=true")
-
-
-def test_external_endpoints_and_all_off_render_no_bundled_services(
-    scenarios: dict[str, list[Obj]],
-) -> None:
-    for scenario in ("external-endpoints", "all-off", "manifests"):
-        components = {
-            o["metadata"]["labels"].get("app.kubernetes.io/component") for o in scenarios[scenario]
-        }
-        assert not components & {"minio", "mlflow"}, scenario
-    assert {o["kind"] for o in scenarios["all-off"]} == {
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Deployment",
-        "ClusterKopfPeering",
-    }
-
-
-def test_bundled_minio_posts_notifications_to_the_operator_webhook(
-    scenarios: dict[str, list[Obj]],
-) -> None:
-    settings_mod = pytest.importorskip("kubetrain_operator.settings")
-    objs = scenarios["default"]
-    (minio,) = pod_spec(one(objs, "StatefulSet", "minio"))["containers"]
-    env = env_of(minio)
-    target = {
-        k.removeprefix("MINIO_NOTIFY_WEBHOOK_ENABLE_")
-        for k in env
-        if k.startswith("MINIO_NOTIFY_WEBHOOK_ENABLE_")
-    }
-    # The target id is the one in the ARN the operator subscribes buckets to.
-    assert target == {settings_mod.OperatorSettings().webhook_arn.split(":")[4]} == {"KUBETRAIN"}
-    assert env["MINIO_NOTIFY_WEBHOOK_ENABLE_KUBETRAIN"] == "on"
-    assert (
-        env["MINIO_NOTIFY_WEBHOOK_ENDPOINT_KUBETRAIN"]
-        == f"http://kt-kubetrain-webhook.{NS}.svc:8081/minio/events"
-    )
-    assert not [k for k in env if k.startswith("MINIO_NOTIFY_WEBHOOK_QUEUE_DIR")], (
-        "no queue: immediate delivery"
-    )
-    svc = one(objs, "Service", "webhook")
-    assert svc["metadata"]["name"] == "kt-kubetrain-webhook"
-    assert svc["spec"]["ports"] == [
-        {"name": "webhook", "port": 8081, "targetPort": "webhook", "protocol": "TCP"}
-    ]
-    operator = one(objs, "Deployment", "operator")
-    assert (
-        svc["spec"]["selector"].items()
-        <= operator["spec"]["template"]["metadata"]["labels"].items()
-    )
-    (op,) = pod_spec(operator)["containers"]
-    ref = {"secretKeyRef": {"name": "kt-kubetrain-webhook", "key": "token"}}
-    assert env_of(op)["KUBETRAIN_OPERATOR_WEBHOOK_TOKEN"] == ref
-    assert env["MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_KUBETRAIN"] == ref
-    secret = one(objs, "Secret", "webhook")
-    assert list(secret["data"]) == ["token"] and len(secret["data"]["token"]) >= 64
-
-
-def test_webhook_with_external_minio_existing_secret_and_off(
-    scenarios: dict[str, list[Obj]],
-) -> None:
-    objs = scenarios["external-endpoints"]
-    assert one(objs, "Service", "webhook") and one(objs, "Secret", "webhook")
-    objs = render(
-        sets=("operator.webhook.token.existingSecret=hook", "operator.webhook.token.key=t")
-    )
-    assert "kt-kubetrain-webhook" not in {o["metadata"]["name"] for o in by_kind(objs, "Secret")}
-    (minio,) = pod_spec(one(objs, "StatefulSet", "minio"))["containers"]
-    assert env_of(minio)["MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_KUBETRAIN"] == {
-        "secretKeyRef": {"name": "hook", "key": "t"}
-    }
-    (c,) = pod_spec(one(scenarios["manifests"], "Deployment", "operator"))["containers"]
-    assert env_of(c)["KUBETRAIN_OPERATOR_WEBHOOK_TOKEN"] == {
-        "secretKeyRef": {"name": "kubetrain-webhook", "key": "token", "optional": True}
-    }
-    objs = scenarios["all-off"]
-    (c,) = pod_spec(one(objs, "Deployment", "operator"))["containers"]
-    assert "KUBETRAIN_OPERATOR_WEBHOOK_TOKEN" not in env_of(c)
-    assert {p["name"] for p in c["ports"]} == {"health", "metrics"}
-
-
-# ------------------------------------------------------------------------------ NetworkPolicy, test pod, watches
-
-
-def test_network_policies_select_chart_pods_and_named_ports(
-    scenarios: dict[str, list[Obj]],
-) -> None:
-    objs = scenarios["with-ingress"]
-    policies = by_kind(objs, "NetworkPolicy")
-    assert {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in policies} == {
-        "operator",
-        "minio",
-        "mlflow",
-    }
-    workloads = [o for o in objs if o["kind"] in {"Deployment", "StatefulSet"}]
-    for pol in policies:
-        selector = pol["spec"]["podSelector"]["matchLabels"]
-        (target,) = [
-            w
-            for w in workloads
-            if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
-        ]
-        port_names = {p["name"] for c in containers(target) for p in c.get("ports", [])}
-        for rule in pol["spec"]["ingress"]:
-            for port in rule["ports"]:
-                assert port["port"] in port_names, (
-                    f"{pol['metadata']['name']}: no port {port['port']}"
-                )
-    op = next(
-        p for p in policies if p["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
-    )
-    assert op["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    egress_ports = {p["port"] for rule in op["spec"]["egress"] for p in rule["ports"]}
-    assert {53, 443, 6443, 9000} <= egress_ports
-    assert not by_kind(scenarios["default"], "NetworkPolicy")
-
-
-def test_helm_test_pod_checks_every_enabled_endpoint(scenarios: dict[str, list[Obj]]) -> None:
-    pod = one(scenarios["default"], "Pod", "test")
-    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    assert pod["spec"]["restartPolicy"] == "Never"
-    (c,) = pod["spec"]["containers"]
-    assert c["command"][:2] == ["python3", "-c"]
-    urls = c["command"][3:]
-    assert urls == [
-        f"http://kt-kubetrain-metrics.{NS}.svc:9090/metrics",
-        f"http://kt-kubetrain-minio.{NS}.svc:9000/minio/health/live",
-        f"http://kt-kubetrain-mlflow.{NS}.svc:5000/health",
-    ]
-    compile(c["command"][2], "helm-test", "exec")  # the inline script is valid Python
-    (c,) = one(scenarios["external-endpoints"], "Pod", "test")["spec"]["containers"]
-    assert c["command"][3:] == [f"http://kt-kubetrain-metrics.{NS}.svc:9090/metrics"]
-    assert not by_kind(scenarios["all-off"], "Pod")
-
-
-def test_declared_dataset_watch_gets_bundled_minio_defaults(
-    scenarios: dict[str, list[Obj]],
-) -> None:
-    dsw = one(scenarios["with-ingress"], "DatasetWatch")
-    assert dsw["apiVersion"] == "kubetrain.dev/v1alpha1"
-    assert dsw["metadata"] == dsw["metadata"] | {"name": "mnist", "namespace": NS}
-    source = dsw["spec"]["source"]
-    assert source["endpoint"] == f"http://kt-kubetrain-minio.{NS}.svc:9000"
-    assert source["credentialsSecretRef"] == {"name": "kt-kubetrain-minio"}
-    assert source["bucket"] == "mnist" and source["prefix"] == "dataset/"
-    # An explicit endpoint/secret is kept.
-    objs = render(
-        sets=(
-            "datasetWatches[0].name=w",
-            "datasetWatches[0].spec.source.endpoint=http://s3.example:9000",
-            "datasetWatches[0].spec.source.credentialsSecretRef.name=mine",
-        )
-    )
-    source = one(objs, "DatasetWatch")["spec"]["source"]
-    assert (
-        source["endpoint"] == "http://s3.example:9000"
-        and source["credentialsSecretRef"]["name"] == "mine"
-    )
-
-
 # ------------------------------------------------------------------------------ values & schema
 
 
-SCHEMA = json.loads((CHART / "values.schema.json").read_text())
-
-
-def schema_node(path: str) -> Obj | None:
-    node = SCHEMA
-    for part in path.split("."):
-        props = node.get("properties", {})
-        if part in props:
-            node = props[part]
-        elif isinstance(node.get("additionalProperties"), dict):
-            node = node["additionalProperties"]
-        else:
-            return None
-    return node
-
-
-def is_passthrough(path: str) -> bool:
-    """A Kubernetes API object handed through verbatim (resources, securityContext, ...):
-    the schema types it as an open object; its inner keys are the Kubernetes API's."""
-    node = schema_node(path)
-    return (
-        node is not None
-        and node.get("type") == "object"
-        and "properties" not in node
-        and "additionalProperties" not in node
-    )
-
-
-def leaf_paths(node: Any, prefix: str = "") -> Iterator[str]:
-    if isinstance(node, dict) and node and not (prefix and is_passthrough(prefix)):
-        for key, value in node.items():
-            yield from leaf_paths(value, f"{prefix}.{key}" if prefix else key)
-    else:
-        yield prefix
+SCHEMA = load_schema()
 
 
 def test_every_value_is_in_the_schema_and_objects_are_closed() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    paths = list(leaf_paths(values))
+    paths = list(leaf_paths(SCHEMA, values))
     assert len(paths) > 80
-    missing = [p for p in paths if schema_node(p) is None]
+    missing = [p for p in paths if schema_node(SCHEMA, p) is None]
     assert not missing, f"values without schema: {missing}"
     assert SCHEMA["additionalProperties"] is False
     for key in ("watch", "operator", "rbac", "minio", "mlflow", "networkPolicy"):
         assert SCHEMA["properties"][key]["additionalProperties"] is False, key
     # Passthrough objects are only ever Kubernetes API types, never chart settings.
-    opaque = {p.rsplit(".", 1)[-1] for p in paths if is_passthrough(p)}
+    opaque = {p.rsplit(".", 1)[-1] for p in paths if is_passthrough(SCHEMA, p)}
     assert opaque <= {
         "podSecurityContext",
         "securityContext",
@@ -857,7 +94,7 @@ def test_every_value_in_values_yaml_is_commented() -> None:
         path = ".".join([*parents, key])
         stack.append((indent, key))
         if "resources" in parents or any(
-            is_passthrough(".".join(parents[: n + 1])) for n in range(len(parents))
+            is_passthrough(SCHEMA, ".".join(parents[: n + 1])) for n in range(len(parents))
         ):
             continue  # inside a Kubernetes object (ResourceRequirements, ...) commented as a whole
         nxt = next(
@@ -873,39 +110,222 @@ def test_every_value_in_values_yaml_is_commented() -> None:
     assert not uncommented, uncommented
 
 
-@pytest.mark.parametrize(
-    ("assignment", "mentions"),
-    [
-        ("watch.scope=everywhere", "scope"),
-        ("operator.settings.FOO=1", "FOO"),
-        ("notAValue=1", "notAValue"),
-        ("operator.healthPort=70000", "healthPort"),
-        ("rbac.secretAccess.mode=some", "mode"),
-        ("operator.image.digest=latest", "digest"),
-        ("minio.auth.rootPassword=short", "rootPassword"),
-        ("watch.namespaces={Bad_NS}", "namespaces"),
-    ],
-)
+def test_shared_blocks_are_defined_once_and_every_reference_resolves() -> None:
+    """Images, resources, quantities and security contexts are `$defs`, referenced from every
+    component that has one; no reference dangles and no definition is unused."""
+    defs = SCHEMA["$defs"]
+    used = set(refs(SCHEMA))
+    assert used == {f"#/$defs/{name}" for name in defs}, used ^ {f"#/$defs/{n}" for n in defs}
+    for ref in used:
+        assert "type" in resolve({"$ref": ref}, SCHEMA) or "oneOf" in resolve({"$ref": ref}, SCHEMA)
+    for component in ("operator", "minio", "mlflow"):
+        props = SCHEMA["properties"][component]["properties"]
+        for key in ("resources", "podSecurityContext", "securityContext"):
+            assert props[key] == {"$ref": f"#/$defs/{key}"}, (component, key)
+    for component in ("minio", "mlflow"):
+        assert SCHEMA["properties"][component]["properties"]["image"]["$ref"] == (
+            "#/$defs/upstreamImage"
+        )
+    for component in ("operator", "trainer"):
+        image = SCHEMA["properties"][component]["properties"]["image"]["properties"]
+        assert image["repository"] == {"$ref": "#/$defs/imageRepository"}, component
+        assert image["digest"] == {"$ref": "#/$defs/imageDigest"}, component
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_scenario_satisfies_the_schema(scenario: str) -> None:
+    """values.yaml merged with each ci/ file, as helm merges them, has no schema error."""
+    values = load_values(CI / f"{scenario}-values.yaml")
+    assert schema_errors(SCHEMA, values) == []
+
+
+@pytest.mark.parametrize(("assignment", "mentions"), BAD_VALUES)
 def test_schema_rejects_bad_values_naming_them(assignment: str, mentions: str) -> None:
-    message = render_fails(assignment)
-    assert "schema" in message.lower() or "values" in message.lower(), message
-    assert mentions in message, message
+    """The same values the helm rendering test feeds `--set`, checked without helm."""
+    values = set_value(load_values(), assignment)
+    errors = schema_errors(SCHEMA, values)
+    assert errors, f"{assignment} was accepted"
+    assert mentions in "\n".join(errors), errors
 
 
-def test_notes_render_next_steps() -> None:
-    assert HELM is not None
-    proc = subprocess.run(
-        [str(HELM), "install", RELEASE, str(CHART), "--namespace", NS, "--dry-run=client"],
-        capture_output=True,
-        text=True,
+def helmignore_patterns() -> list[str]:
+    lines = (CHART / ".helmignore").read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def helm_ignores(relative: str, patterns: list[str]) -> bool:
+    """.helmignore semantics for the patterns used: `dir/` matches a directory anywhere, a
+    pattern without "/" matches a file's base name, one with "/" the relative path."""
+    parts = relative.split("/")
+    for pattern in patterns:
+        if pattern.endswith("/"):
+            if any(fnmatch.fnmatchcase(part, pattern[:-1]) for part in parts[:-1]):
+                return True
+        elif "/" in pattern:
+            if fnmatch.fnmatchcase(relative, pattern.lstrip("/")):
+                return True
+        elif fnmatch.fnmatchcase(parts[-1], pattern):
+            return True
+    return False
+
+
+def test_helmignore_drops_vcs_editor_and_backup_files_only() -> None:
+    patterns = helmignore_patterns()
+    assert not [p for p in patterns if p.startswith("!")], "nothing needs re-including"
+    # The chart's own files (not whatever litter a working tree may hold).
+    shipped = sorted(
+        str(p.relative_to(CHART))
+        for p in CHART.rglob("*")
+        if p.is_file() and p.suffix in {".yaml", ".json", ".md", ".tpl", ".txt"}
     )
-    assert proc.returncode == 0, proc.stderr
-    notes = proc.stdout[proc.stdout.index("NOTES:") :]
-    for expected in (
-        "kubectl apply -n kt-test -f manifests/examples/datasetwatch-mnist.yaml",
-        "kubetrain-data upload dataset s3://mnist/dataset/ --create-bucket",
-        "curl -s http://<ingress host>/predict",
-        "kt-kubetrain-minio",
-        "helm test kt -n kt-test",
+    assert len(shipped) > 20
+    assert {"README.md", "values.schema.json", "ci/default-values.yaml"} <= set(shipped)
+    assert [f for f in shipped if helm_ignores(f, patterns)] == []
+    for litter in (
+        ".git/HEAD",
+        ".gitignore",
+        ".svn/entries",
+        ".idea/workspace.xml",
+        ".vscode/settings.json",
+        "values.yaml.swp",
+        "templates/rbac.yaml~",
+        "values.yaml.bak",
+        "values.yaml.orig",
+        ".DS_Store",
     ):
-        assert expected in notes, expected
+        assert helm_ignores(litter, patterns), litter
+
+
+# ------------------------------------------------------------------------------ the shipped CRD
+
+
+SPEC_SCHEMA = watch_schema()["properties"]["spec"]
+SERVING, SERVING_STATUS = serving_schemas()
+SERVING_DEFAULTS = {
+    "enabled": True,
+    "imagePullPolicy": "IfNotPresent",
+    "replicas": 1,
+    "port": 3000,
+    "historyLimit": 5,
+    "progressDeadlineSeconds": 600,
+}
+
+
+def spec_with(serving: Obj | None = None) -> Obj:
+    """A DatasetWatch spec as the apiserver stores it: defaults applied."""
+    spec: Obj = {"source": dict(SERVING_SOURCE)}
+    if serving is not None:
+        spec["serving"] = serving
+    defaulted: Obj = with_defaults(SPEC_SCHEMA, spec)
+    return defaulted
+
+
+def test_crd_schema_is_structural() -> None:
+    assert structure_problems(watch_schema()) == []
+
+
+def test_serving_defaults_are_the_parsers() -> None:
+    """`spec.serving` defaults to {} so its own defaults apply to a watch without one; they
+    are exactly what rollout.parse_serving assumes for a missing field."""
+    assert SERVING["default"] == {}
+    spec = spec_with()
+    assert spec["serving"] == SERVING_DEFAULTS
+    assert schema_errors(SPEC_SCHEMA, spec, "spec", structural=True) == []
+    assert rollout.parse_serving(spec) == rollout.parse_serving({}) == rollout.ServingSpec()
+    spec = spec_with({"ingress": {"host": "a.example.com"}})
+    assert spec["serving"]["ingress"] == {"host": "a.example.com", "path": "/"}
+    assert rollout.parse_serving(spec).ingress == rollout.IngressSpec(host="a.example.com")
+
+
+@pytest.mark.parametrize(("serving", "field"), BAD_SERVING)
+def test_bad_serving_is_rejected_naming_the_field(serving: Obj, field: str) -> None:
+    errors = schema_errors(SPEC_SCHEMA, spec_with(serving), "spec", structural=True)
+    assert [e for e in errors if e.startswith(field)], errors
+    if ".resources." not in field:  # the parser leaves quantities to the apiserver
+        with pytest.raises(rollout.ServingSpecError, match=re.escape(field)):
+            rollout.parse_serving({"serving": serving})
+
+
+@pytest.mark.parametrize("key", ["replicas", "port", "historyLimit", "progressDeadlineSeconds"])
+def test_serving_ranges_are_the_parsers(key: str) -> None:
+    node = SERVING["properties"][key]
+    low, high = node["minimum"], node["maximum"]
+    for value in (low, high):
+        assert schema_errors(SPEC_SCHEMA, spec_with({key: value}), "spec") == [], value
+        rollout.parse_serving({"serving": {key: value}})
+    for value in (low - 1, high + 1):
+        assert schema_errors(SPEC_SCHEMA, spec_with({key: value}), "spec"), value
+        with pytest.raises(rollout.ServingSpecError, match=re.escape(f"spec.serving.{key}")):
+            rollout.parse_serving({"serving": {key: value}})
+
+
+GOOD_HOSTS = ["a.example.com", "digits", "x-1.y-2.example", "a" * 63 + ".example.com"]
+BAD_HOSTS = [
+    "Bad_Host",
+    "UPPER.example.com",
+    "-a.example.com",
+    "a-.example.com",
+    "a..b",
+    "a.example.com.",
+    "*.example.com",
+    "a b",
+    "a" * 254,
+]
+GOOD_PATHS = ["/", "/x", "/a/b-c_d.e", "/v1/"]
+BAD_PATHS = ["x", "/a b", "/a?b", "/a#b", "/a\tb"]
+
+
+def ingress_errors(ingress: Obj) -> list[str]:
+    return schema_errors(SPEC_SCHEMA, spec_with({"ingress": ingress}), "spec")
+
+
+def test_ingress_host_and_path_rules_are_the_parsers() -> None:
+    for host in GOOD_HOSTS:
+        assert ingress_errors({"host": host}) == [], host
+        assert rollout.parse_serving({"serving": {"ingress": {"host": host}}}).ingress
+    for host in BAD_HOSTS:
+        assert [e for e in ingress_errors({"host": host}) if "ingress.host" in e], host
+        with pytest.raises(rollout.ServingSpecError, match=re.escape("spec.serving.ingress.host")):
+            rollout.parse_serving({"serving": {"ingress": {"host": host}}})
+    for path in GOOD_PATHS:
+        assert ingress_errors({"host": "a.example.com", "path": path}) == [], path
+        rollout.parse_serving({"serving": {"ingress": {"host": "a.example.com", "path": path}}})
+    for path in BAD_PATHS:
+        errors = ingress_errors({"host": "a.example.com", "path": path})
+        assert [e for e in errors if "ingress.path" in e], path
+        with pytest.raises(rollout.ServingSpecError, match=re.escape("spec.serving.ingress.path")):
+            rollout.parse_serving({"serving": {"ingress": {"host": "a.example.com", "path": path}}})
+    # The apiserver's `$` (RE2) is the end of the text: a trailing newline is rejected there.
+    assert ingress_errors({"host": "a.example.com\n"})
+    assert ingress_errors({"host": "a.example.com", "path": "/a\n"})
+
+
+@pytest.mark.parametrize("kind", ["requests", "limits"])
+def test_serving_resources_take_quantities_only(kind: str) -> None:
+    for quantity in ("250m", "512Mi", "2Gi", "1", "0.5", ".5", "+1", "1e3", "1k", 1, 0):
+        spec = spec_with({"resources": {kind: {"memory": quantity}}})
+        assert schema_errors(SPEC_SCHEMA, spec, "spec") == [], quantity
+    for bad in ("lots", "1 Gi", "Mi", "", "1.2.3", "1GB", "1i", True, 1.5, [1]):
+        spec = spec_with({"resources": {kind: {"memory": bad}}})
+        assert schema_errors(SPEC_SCHEMA, spec, "spec"), bad
+
+
+def test_status_serving_keeps_every_field_the_operator_writes() -> None:
+    """No field of what rollout.serving_status returns is pruned or invalid; the schema
+    declares nothing the operator never writes (so the two cannot drift apart)."""
+    statuses = serving_statuses()
+    written: set[str] = set()
+    condition_keys: set[str] = set()
+    for status in statuses:
+        assert schema_errors(SERVING_STATUS, status, "status.serving", structural=True) == []
+        written |= set(status)
+        condition_keys |= {k for c in status["conditions"] for k in c}
+    assert written == set(SERVING_STATUS["properties"])
+    assert condition_keys == set(SERVING_STATUS["properties"]["conditions"]["items"]["properties"])
+    phases = {s["phase"] for s in statuses}
+    assert phases == set(SERVING_STATUS["properties"]["phase"]["enum"]) == set(rollout.Phase)
+    assert "x-kubernetes-preserve-unknown-fields" not in SERVING_STATUS
+    stray = statuses[0] | {"bogus": 1}
+    assert schema_errors(SERVING_STATUS, stray, "status.serving", structural=True) == [
+        "status.serving.bogus: pruned (no schema declares it)"
+    ]

@@ -4,13 +4,15 @@ They check what any build would do, without building (the local platform builds 
 with buildah: tests/platform/test_platform_images.py): every pip install reads exactly the
 pinned requirement files, the final stage runs as a fixed non-root UID (the one the chart and
 the operator's Job pods use), dependencies and project are separate layers, every COPY source
-exists and survives .dockerignore, and the requirement closure of each image is fully pinned
-by requirements/constraints.txt. hadolint lints every Dockerfile, including the platform-only
-ones in tools/platform/images/.
+exists and survives .dockerignore, each image copies only its own product packages (never the
+test harness) and every kubetrain package their code imports, and the requirement closure of
+each image is fully pinned by requirements/constraints.txt. hadolint lints every Dockerfile,
+including the platform-only ones in tools/platform/images/.
 """
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 import os
@@ -18,6 +20,8 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
+import tomllib
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -211,6 +215,164 @@ def test_entrypoints_and_runtime_env() -> None:
     assert "BENTOML_DO_NOT_TRACK=true" in env
     for ins in (op, tr):
         assert any(i.keyword == "RUN" and "--help > /dev/null" in i.args for i in ins), "smoke test"
+
+
+# ------------------------------------------------------------------------------ what each image carries
+
+#: The kubetrain packages each image installs: product code only, and only what its commands
+#: need (the trainer also packs and serves Bentos, hence kubetrain_serving).
+IMAGE_PACKAGES = {
+    "operator": {"kubetrain_operator", "kubetrain_contract"},
+    "trainer": {"kubetrain_trainer", "kubetrain_serving", "kubetrain_contract"},
+}
+#: What each build stage copies from the context, in order: metadata, then package folders at
+#: their repository paths (pyproject's packages.find installs what is present).
+BUILD_COPIES = {
+    "operator": [
+        "pyproject.toml",
+        "README.md",
+        "operator/kubetrain_contract/",
+        "operator/kubetrain_operator/",
+    ],
+    "trainer": [
+        "pyproject.toml",
+        "README.md",
+        "operator/kubetrain_contract/",
+        "trainer/kubetrain_trainer/",
+        "serving/",  # kubetrain_serving plus bentofile.yaml, the Bento build context
+    ],
+}
+#: The local-platform test harness and the host-side data CLI: in no image.
+NOT_IN_ANY_IMAGE = {"kubetrain_platform", "kubetrain_loadgen", "kubetrain_data"}
+
+
+def package_folders() -> dict[str, str]:
+    """Top-level kubetrain package -> repository folder, as pyproject's packages.find sees it."""
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+        "find"
+    ]
+    found: dict[str, str] = {}
+    for where in find["where"]:
+        for init in sorted((REPO / where).glob("*/__init__.py")):
+            name = init.parent.name
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in find["include"]):
+                assert name not in found, f"{name} in two folders"
+                found[name] = f"{where}/{name}"
+    return found
+
+
+def build_stage(image: str) -> list[Instruction]:
+    (build,) = [s for s in stages(parse(DOCKERFILES[image])) if s[0].args.split()[-1] == "build"]
+    return build
+
+
+def build_copies(image: str) -> list[tuple[str, str]]:
+    """(source, destination) of every COPY in the build stage."""
+    out: list[tuple[str, str]] = []
+    for ins in build_stage(image):
+        if ins.keyword == "COPY":
+            assert not ins.args.startswith("--"), f"unexpected COPY flags: {ins.args}"
+            *sources, dest = ins.args.split()
+            out += [(src, dest) for src in sources]
+    return out
+
+
+def installed_packages(image: str) -> set[str]:
+    """The kubetrain packages whose folders the build stage copies: the ones pip installs."""
+    copied = [src.rstrip("/") for src, _ in build_copies(image)]
+    return {
+        name
+        for name, folder in package_folders().items()
+        if any(folder == c or folder.startswith(c + "/") for c in copied)
+    }
+
+
+def test_package_scan_sees_every_kubetrain_package() -> None:
+    """The helpers below are only as good as this scan: it must see all seven packages."""
+    assert package_folders() == {
+        "kubetrain_contract": "operator/kubetrain_contract",
+        "kubetrain_operator": "operator/kubetrain_operator",
+        "kubetrain_trainer": "trainer/kubetrain_trainer",
+        "kubetrain_serving": "serving/kubetrain_serving",
+        "kubetrain_data": "tools/kubetrain_data",
+        "kubetrain_loadgen": "tools/kubetrain_loadgen",
+        "kubetrain_platform": "tools/kubetrain_platform",
+    }
+
+
+def test_build_stage_copies_only_the_images_own_product_packages(image: str) -> None:
+    copies = build_copies(image)
+    assert [src for src, _ in copies] == BUILD_COPIES[image]
+    for src, dest in copies:
+        if src in ("pyproject.toml", "README.md"):
+            assert dest == "./", (src, dest)
+        else:  # the repository path, so packages.find's `where` folders find the package
+            assert dest == src, (src, dest)
+        assert not src.startswith("tools/"), f"{image} image copies {src}"
+    assert installed_packages(image) == IMAGE_PACKAGES[image]
+    assert not installed_packages(image) & NOT_IN_ANY_IMAGE
+    if image == "trainer":
+        assert "kubetrain_operator" not in installed_packages(image)
+
+
+def test_each_image_has_every_kubetrain_package_its_code_imports(image: str) -> None:
+    """Every `import kubetrain_*` anywhere in an image's packages (functions included) names a
+    package that image installs: leaving the other folders out breaks nothing."""
+    folders = package_folders()
+    have = installed_packages(image)
+    edges: set[tuple[str, str]] = set()
+    for name in sorted(have):
+        for path in sorted((REPO / folders[name]).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                for module in modules:
+                    top = module.split(".")[0]
+                    if top in folders:
+                        assert top in have, f"{path.relative_to(REPO)} imports {module}"
+                        edges.add((name, top))
+    # The scan is really looking: the cross-package imports it must find.
+    if image == "operator":
+        assert ("kubetrain_operator", "kubetrain_contract") in edges
+    else:
+        assert {
+            ("kubetrain_trainer", "kubetrain_contract"),
+            ("kubetrain_trainer", "kubetrain_serving"),
+        } <= edges
+
+
+def test_build_fails_when_a_package_of_another_image_got_in(image: str, tmp_path: Path) -> None:
+    """The build stage's last check names every other kubetrain package, and fails (runs here
+    as the Dockerfile has it) when one of them is importable."""
+    (run,) = [i for i in build_stage(image) if i.keyword == "RUN"]
+    m = re.search(r'&& /opt/kubetrain/bin/python -c "([^"]+)" ([a-z_ ]+)$', run.args)
+    assert m, run.args
+    snippet, names = m.group(1), m.group(2).split()
+    assert sorted(names) == sorted(set(package_folders()) - IMAGE_PACKAGES[image])
+
+    def check(present: set[str]) -> int:
+        site = tmp_path / "-".join(sorted(present))
+        for name in present:
+            (site / name).mkdir(parents=True)
+            (site / name / "__init__.py").write_text("")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        proc = subprocess.run(
+            [sys.executable, "-S", "-c", snippet, *names],
+            cwd=site,
+            env={**env, "PYTHONPATH": str(site)},
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode in (0, 1), proc.stderr
+        return proc.returncode
+
+    assert check(IMAGE_PACKAGES[image]) == 0
+    for intruder in names:
+        assert check(IMAGE_PACKAGES[image] | {intruder}) == 1, intruder
 
 
 # ------------------------------------------------------------------------------ .dockerignore

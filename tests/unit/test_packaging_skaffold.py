@@ -1,5 +1,6 @@
 """skaffold.yaml, checked statically (the real `skaffold build/run` with the buildah profile
-runs against the local platform in tests/platform/test_packaging_skaffold_run.py).
+runs against the local platform in tests/platform/test_packaging_skaffold_run.py; the chart
+rendered with skaffold's outputs in tests/platform/test_packaging_chart_render.py).
 
 It must parse as a skaffold/v4beta* Config using only fields that schema has, build both
 images from the Dockerfiles in this repository, deploy charts/kubetrain, and hand each built
@@ -10,15 +11,11 @@ setValueTemplates keys substituted, so a renamed value fails here, not on someon
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
-import gen_manifests
-import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-SKAFFOLD = yaml.safe_load((REPO / "skaffold.yaml").read_text())
+from tests.support.skaffold import REPO, SKAFFOLD, artifacts, release, template_keys
 
 # Field names of the skaffold v4beta13 schema for the parts this file uses; any other key
 # is a typo skaffold would reject ("field not found in type").
@@ -50,15 +47,6 @@ ALLOWED = {
 def check_keys(obj: dict[str, Any], kind: str) -> None:
     unknown = set(obj) - ALLOWED[kind]
     assert not unknown, f"{kind}: unknown skaffold fields {unknown}"
-
-
-def artifacts() -> dict[str, dict[str, Any]]:
-    return {a["image"]: a for a in SKAFFOLD["build"]["artifacts"]}
-
-
-def release() -> dict[str, Any]:
-    (rel,) = SKAFFOLD["deploy"]["helm"]["releases"]
-    return rel
 
 
 def test_schema_version_and_known_fields() -> None:
@@ -102,18 +90,6 @@ def test_chart_path_and_release() -> None:
     assert rel["createNamespace"] is True
 
 
-def template_keys(templates: dict[str, str]) -> dict[str, str]:
-    """setValueTemplates value -> the artifact it names (IMAGE_*_<name with - and / as _>)."""
-    names = {a.replace("-", "_").replace("/", "_"): a for a in artifacts()}
-    out = {}
-    for key, value in templates.items():
-        m = re.fullmatch(r"\{\{\.IMAGE_(REPO|TAG|DIGEST)_(\w+)\}\}", value)
-        assert m, f"{key}: {value!r} is not one skaffold image template"
-        assert m.group(2) in names, f"{key}: unknown artifact {m.group(2)}"
-        out[key] = f"{names[m.group(2)]}:{m.group(1)}"
-    return out
-
-
 def test_every_built_image_is_wired_to_the_chart_value_that_uses_it() -> None:
     keys = template_keys(release()["setValueTemplates"])
     assert keys == {
@@ -132,46 +108,6 @@ def test_every_built_image_is_wired_to_the_chart_value_that_uses_it() -> None:
         "operator.image.digest": "kubetrain-operator:DIGEST",
         "trainer.image.digest": "kubetrain-trainer:DIGEST",
     }
-
-
-def test_chart_renders_with_what_skaffold_would_set() -> None:
-    """Substitute plausible skaffold outputs; the built images must land in the pod spec and in
-    the operator's default training image."""
-    helm = gen_manifests.find_helm()
-    if helm is None:
-        pytest.fail("helm binary not built: run `make binaries` (tools/platform/build.sh)")
-    fake = {
-        "kubetrain-operator:REPO": "registry.example/kt/kubetrain-operator",
-        "kubetrain-operator:TAG": "abc1234",
-        "kubetrain-operator:DIGEST": "sha256:" + "1" * 64,
-        "kubetrain-trainer:REPO": "registry.example/kt/kubetrain-trainer",
-        "kubetrain-trainer:TAG": "abc1234",
-        "kubetrain-trainer:DIGEST": "sha256:" + "2" * 64,
-    }
-    sets = [f"{k}={fake[v]}" for k, v in template_keys(release()["setValueTemplates"]).items()]
-    remote = next(p for p in SKAFFOLD["profiles"] if p["name"] == "remote")
-    for patch in remote["patches"]:
-        key = patch["path"].rsplit("/", 1)[1]
-        if patch["path"].startswith("/deploy/helm/releases/0/setValueTemplates/"):
-            sets.append(f"{key}={fake[template_keys({key: patch['value']})[key]]}")
-        elif patch["path"] == "/deploy/helm/releases/0/setValues":
-            sets += [f"{k}={v}" for k, v in patch["value"].items()]
-    objs = gen_manifests.load_objects(
-        gen_manifests.helm_template(
-            helm, release="kubetrain", namespace="kubetrain", sets=sets, include_crds=False
-        )
-    )
-    dep = next(
-        o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-operator")
-    )
-    (c,) = dep["spec"]["template"]["spec"]["containers"]
-    assert c["image"] == f"registry.example/kt/kubetrain-operator@sha256:{'1' * 64}"
-    assert c["imagePullPolicy"] == "Always"
-    env = {e["name"]: e.get("value") for e in c["env"]}
-    assert (
-        env["KUBETRAIN_OPERATOR_DEFAULT_IMAGE"]
-        == f"registry.example/kt/kubetrain-trainer@sha256:{'2' * 64}"
-    )
 
 
 def test_kubetrain_local_profile_builds_every_chart_image_with_buildah() -> None:

@@ -103,14 +103,14 @@ def test_repository_contexts() -> None:
         "requirements/constraints.txt",
         "pyproject.toml",
         "README.md",
-        "operator/",
-        "trainer/",
-        "serving/",
-        "tools/",
+        "operator/kubetrain_contract/",
+        "operator/kubetrain_operator/",
     ]
     files = context_files(REPO, df)
     assert "operator/kubetrain_operator/main.py" in files
-    assert "tools/kubetrain_platform/images.py" in files
+    assert "operator/kubetrain_contract/__init__.py" in files
+    # Only the operator's packages: a trainer, serving or harness edit keeps its tag.
+    assert not [f for f in files if f.startswith(("tools/", "trainer/", "serving/"))]
     assert not [f for f in files if f.startswith(("tools/platform/", "tools/bench/"))]
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
     assert not [f for f in files if ".egg-info" in f]

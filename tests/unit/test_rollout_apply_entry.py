@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kubetrain_contract import TrainResult
 from kubetrain_operator import rollout, rollout_apply
-from kubetrain_operator.contract import TrainResult
 
 URI = "s3://data/.kubetrain/bentos/mnist-3.bento"
 

@@ -7,8 +7,8 @@ import re
 from typing import Any
 
 import pytest
+from kubetrain_contract import TrainResult
 from kubetrain_operator import rollout
-from kubetrain_operator.contract import TrainResult
 from kubetrain_operator.rollout import (
     Phase,
     Release,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from kubetrain_operator.contract import TERMINATION_MESSAGE_LIMIT, TrainResult
+from kubetrain_contract import TERMINATION_MESSAGE_LIMIT, TrainResult
 from kubetrain_trainer.logs import register_secret
 from kubetrain_trainer.result import write_result
 

@@ -401,7 +401,8 @@ def child_resync(mode: str, bucket: str, env_path: str) -> dict[str, Any]:
         # The operator's session start: the trained baseline from its manifest (JSON, as in
         # the bucket), then the repair listing. The baseline equals the bucket here, so the
         # listing corrects nothing: the steady state.
-        from kubetrain_operator import contract, memory
+        import kubetrain_contract as contract
+        from kubetrain_operator import memory
 
         tally = Tally("", "*.png")
         manifest = contract.SnapshotManifest.from_json(Path(mode.split(":", 1)[1]).read_bytes())
@@ -515,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_manifest(env: dict[str, str], bucket: str, path: Path) -> None:
     """The bucket's snapshot manifest, as the operator would have written it after a run."""
-    from kubetrain_operator import contract
+    import kubetrain_contract as contract
 
     minio = minio_client(env)
     objects = {

@@ -1,7 +1,7 @@
 """`mutate`: simulate dataset change in MinIO for demos and tests.
 
 Only objects of one label are touched: keys under `PREFIX<label>/` (label = the first
-path segment under the prefix, as `kubetrain_operator.contract.label_of` defines it).
+path segment under the prefix, as `kubetrain_contract.label_of` defines it).
 A label starting with "." is refused, so `.kubetrain/` (operator state, snapshots,
 Bentos) can never be hit.
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from kubetrain_operator.contract import label_of, normalize_etag
+from kubetrain_contract import label_of, normalize_etag
 from minio import Minio
 from PIL import Image
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetrain_operator.contract import normalize_etag
+from kubetrain_contract import normalize_etag
 from minio import Minio
 
 from kubetrain_data import report, s3util

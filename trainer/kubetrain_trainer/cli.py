@@ -12,7 +12,7 @@ import signal
 import sys
 from types import FrameType
 
-from kubetrain_operator.contract import EXIT_BAD_INPUT, EXIT_TRANSIENT, TrainResult
+from kubetrain_contract import EXIT_BAD_INPUT, EXIT_TRANSIENT, TrainResult
 
 from kubetrain_trainer.errors import Transient
 from kubetrain_trainer.logs import NativeStderr, error, log, register_secret, setup_logging

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import numpy as np
-from kubetrain_operator.contract import SnapshotManifest, manifest_key, normalize_etag
+from kubetrain_contract import SnapshotManifest, manifest_key, normalize_etag
 from minio import Minio
 from numpy.typing import NDArray
 from PIL import Image

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kubetrain_operator.contract import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRANSIENT, TrainResult
+from kubetrain_contract import EXIT_BAD_INPUT, EXIT_OK, EXIT_TRANSIENT, TrainResult
 from numpy.typing import NDArray
 
 from kubetrain_trainer import snapshot as snap

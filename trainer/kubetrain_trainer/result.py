@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kubetrain_operator.contract import TrainResult
+from kubetrain_contract import TrainResult
 
 from kubetrain_trainer.logs import scrub, warn
 

@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import urllib3
-from kubetrain_operator.contract import (
+from kubetrain_contract import (
     SnapshotManifest,
     label_of,
     manifest_digest,

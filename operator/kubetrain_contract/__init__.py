@@ -4,10 +4,13 @@ The operator freezes "what the model must train on" as a *snapshot manifest*: th
 key -> ETag map of every included object under the watch's prefix, stored as a JSON
 object in the watched bucket (too big for env or args). The trainer downloads exactly
 those objects, verifies each ETag, and reports one small JSON result in the pod's
-termination message. Both sides import this module, so the format lives in one place;
+termination message. Both sides import this package, so the format lives in one place;
 docs/contract.md describes it for humans.
 
-Pure data and functions: no Kubernetes or S3 I/O here.
+Pure data and functions: no Kubernetes or S3 I/O here. It is a package of its own, not
+part of the operator, and imports only the standard library (tests/unit/test_contract_stdlib.py
+checks it, and .importlinter keeps it from importing any other kubetrain package), so the
+trainer image can carry it without the operator.
 """
 
 from __future__ import annotations
