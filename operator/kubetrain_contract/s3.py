@@ -21,7 +21,6 @@ package docstring); nothing here imports minio.
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,15 +70,16 @@ def parse_endpoint(value: str, what: str = "S3 endpoint") -> str:
         raise S3ConfigError(f"{what}: {value!r} {_SHAPE}")
     try:
         parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
         raise S3ConfigError(f"{what}: {value!r} is not a valid URL; it {_SHAPE}") from None
     if not parts.hostname:
         raise S3ConfigError(f"{what}: {value!r} has no host; it {_SHAPE}")
-    if port == 0 or parts.netloc.endswith(":"):
-        raise S3ConfigError(f"{what}: {value!r} has an invalid port")
+    # The port is what follows the last ':' outside an IPv6 literal's brackets.
+    _, colon, port = parts.netloc.rpartition("]")[2].rpartition(":")
+    if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise S3ConfigError(f"{what}: {value!r} has an invalid port (1-65535)")
     if parts.path not in ("", "/") or "?" in value or "#" in value:
-        raise S3ConfigError(f"{what}: {value!r} must have no path, query or fragment ({_SHAPE})")
+        raise S3ConfigError(f"{what}: {value!r} has a path, query or fragment; it {_SHAPE}")
     return f"{scheme}://{parts.netloc}"
 
 
@@ -140,14 +140,13 @@ class S3Connection:
             raw = data.get(key)
             if not raw:
                 raise S3ConfigError(f"Secret {name!r} has no key {key!r}")
+            invalid = S3ConfigError(f"Secret {name!r} key {key!r} is not valid base64 text")
+            if not isinstance(raw, str | bytes):
+                raise invalid
             try:
-                if not isinstance(raw, str | bytes):
-                    raise TypeError(type(raw).__name__)
                 keys.append(base64.b64decode(raw, validate=True).decode())
-            except (TypeError, binascii.Error, UnicodeDecodeError):
-                raise S3ConfigError(
-                    f"Secret {name!r} key {key!r} is not valid base64 text"
-                ) from None
+            except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII str
+                raise invalid from None
             if not keys[-1]:
                 raise S3ConfigError(f"Secret {name!r} key {key!r} is empty")
         return cls(endpoint, keys[0], keys[1])

@@ -19,12 +19,13 @@ through the listen stream implemented here:
   `resyncInterval`, repairs anything missed. It streams (key, ETag) pairs; the tally keeps
   the compact state.
 
-Credentials come from the watch's Secret and are never logged (`Credentials.__repr__`).
+The endpoint and the keys of the watch's Secret form a `kubetrain_contract.s3.S3Connection`
+(`connection_from_secret`), whose repr never shows the keys; `new_client` is the operator's one
+place that creates a MinIO client.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import logging
@@ -33,13 +34,14 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import kubetrain_contract as contract
 import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
+from kubetrain_contract.s3 import S3ConfigError, S3Connection
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
 from kubetrain_operator.notifications import EVENTS, Change, NotificationError, parse_line
@@ -57,33 +59,23 @@ class SourceError(RuntimeError):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Credentials:
-    access_key: str
-    secret_key: str = field(repr=False)
+def connection_from_secret(source: SourceSpec, secret: Mapping[str, Any]) -> S3Connection:
+    """The source's endpoint with the keys `accessKey` / `secretKey` of its Secret.
 
-    def __repr__(self) -> str:
-        return f"Credentials(access_key={self.access_key!r}, secret_key=<hidden>)"
-
-
-def credentials_from_secret(secret: Mapping[str, Any], name: str) -> Credentials:
-    """Decode keys `accessKey` / `secretKey` of a Secret; SourceError names what is missing."""
-    data = secret.get("data") or {}
-    values: dict[str, str] = {}
-    for key in ("accessKey", "secretKey"):
-        raw = data.get(key)
-        if not raw:
-            raise SourceError("CredentialsInvalid", f"Secret {name!r} has no key {key!r}")
-        try:
-            values[key] = base64.b64decode(raw).decode()
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise SourceError(
-                "CredentialsInvalid", f"Secret {name!r} key {key!r} is not valid base64 text"
-            ) from exc
-    return Credentials(values["accessKey"], values["secretKey"])
+    SourceError (CredentialsInvalid) names what is missing or undecodable.
+    """
+    try:
+        return S3Connection.from_secret(source.endpoint, secret, source.credentials_secret)
+    except S3ConfigError as exc:
+        raise SourceError("CredentialsInvalid", str(exc)) from None
 
 
-def _client(source: SourceSpec, creds: Credentials, *, read_timeout: float, retries: int) -> Minio:
+def new_client(conn: S3Connection, http: urllib3.PoolManager) -> Minio:
+    """The operator's only MinIO client constructor; `http` sets timeouts and retries."""
+    return Minio(**conn.minio_kwargs(), http_client=http)
+
+
+def _client(conn: S3Connection, *, read_timeout: float, retries: int) -> Minio:
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=min(5.0, read_timeout), read=read_timeout),
         retries=urllib3.Retry(
@@ -94,13 +86,7 @@ def _client(source: SourceSpec, creds: Credentials, *, read_timeout: float, retr
         ),
         maxsize=4,
     )
-    return Minio(
-        source.host,
-        access_key=creds.access_key,
-        secret_key=creds.secret_key,
-        secure=source.secure,
-        http_client=http,
-    )
+    return new_client(conn, http)
 
 
 def _s3_message(exc: Exception) -> str:
@@ -112,11 +98,11 @@ def _s3_message(exc: Exception) -> str:
 class ObjectStore:
     """Blocking S3 calls for one watch's bucket."""
 
-    def __init__(self, source: SourceSpec, creds: Credentials, *, timeout: float = 30.0) -> None:
+    def __init__(self, source: SourceSpec, conn: S3Connection, *, timeout: float = 30.0) -> None:
         self.source = source
-        self.creds = creds
+        self.conn = conn
         self.timeout = timeout
-        self.client = _client(source, creds, read_timeout=timeout, retries=2)
+        self.client = _client(conn, read_timeout=timeout, retries=2)
 
     def check_bucket(self) -> None:
         try:
@@ -263,7 +249,7 @@ class Listener(threading.Thread):
     def __init__(
         self,
         source: SourceSpec,
-        creds: Credentials,
+        conn: S3Connection,
         sink: queue.SimpleQueue[ListenerItem],
         *,
         ping_seconds: int = 5,
@@ -276,7 +262,7 @@ class Listener(threading.Thread):
         self.sink = sink
         self.ping_seconds = ping_seconds
         self.backoff_max = backoff_max
-        self.client = _client(source, creds, read_timeout=read_timeout, retries=0)
+        self.client = _client(conn, read_timeout=read_timeout, retries=0)
         self._stopping = threading.Event()
         self._response: Any = None
         self.connected = threading.Event()

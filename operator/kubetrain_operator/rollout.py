@@ -66,6 +66,7 @@ from enum import StrEnum
 from typing import Any
 
 from kubetrain_contract import TrainResult
+from kubetrain_contract.s3 import S3ConfigError, parse_endpoint
 
 from kubetrain_operator.settings import RolloutSettings  # = OperatorSettings.rollout
 
@@ -274,10 +275,10 @@ def parse_target(body: Mapping[str, Any], settings: RolloutSettings) -> ServingT
     if not name or not namespace or not uid:
         raise ServingSpecError("metadata.name, metadata.namespace and metadata.uid are required")
     endpoint = _typed(_get(spec, "source.endpoint", ""), str, "spec.source.endpoint")
-    if not re.fullmatch(r"https?://[^/\s]+/?", endpoint):
-        raise ServingSpecError(
-            f"spec.source.endpoint: {endpoint!r} must be http://host:port or https://host:port"
-        )
+    try:
+        endpoint = parse_endpoint(endpoint, "spec.source.endpoint")
+    except S3ConfigError as exc:
+        raise ServingSpecError(str(exc)) from None
     secret = _typed(
         _get(spec, "source.credentialsSecretRef.name", ""),
         str,
@@ -289,7 +290,7 @@ def parse_target(body: Mapping[str, Any], settings: RolloutSettings) -> ServingT
     training_image = _typed(_get(spec, "training.image", ""), str, "spec.training.image")
     return ServingTarget(
         watch=WatchRef(namespace=namespace, name=name, uid=uid),
-        endpoint=endpoint.rstrip("/"),
+        endpoint=endpoint,
         credentials_secret=secret,
         image=serving.image or training_image or settings.default_image,
         serving=serving,

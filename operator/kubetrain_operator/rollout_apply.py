@@ -42,7 +42,6 @@ deleted. A failure there is reported as a Warning Event and does not fail the ro
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import socket
@@ -52,6 +51,7 @@ from typing import Any, Protocol
 
 from kubernetes.client import ApiClient, ApiException
 from kubetrain_contract import TrainResult
+from kubetrain_contract.s3 import S3ConfigError, S3Connection
 
 from kubetrain_operator import rollout
 from kubetrain_operator.rollout import (
@@ -251,35 +251,24 @@ class MinioBentoStore:
     def from_secret(cls, kube: Kube, target: ServingTarget, timeout: float) -> MinioBentoStore:
         """A client for the watch's endpoint with the keys of its credentials Secret."""
         import urllib3
-        from minio import Minio
+
+        from kubetrain_operator.objectstore import new_client
 
         ns, name = target.watch.namespace, target.credentials_secret
         secret = kube.get(f"/api/v1/namespaces/{ns}/secrets/{name}")
         if secret is None:
             raise RolloutError(f"Secret {ns}/{name} (spec.source.credentialsSecretRef) not found")
-        data = secret.get("data") or {}
         try:
-            access = base64.b64decode(data["accessKey"]).decode()
-            secret_key = base64.b64decode(data["secretKey"]).decode()
-        except (KeyError, ValueError):
-            raise RolloutError(
-                f"Secret {ns}/{name} must have keys accessKey and secretKey"
-            ) from None
+            conn = S3Connection.from_secret(target.endpoint, secret, f"{ns}/{name}")
+        except S3ConfigError as exc:
+            raise RolloutError(f"{exc} (spec.source.credentialsSecretRef)") from None
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
             retries=urllib3.Retry(
                 total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)
             ),
         )
-        host = target.endpoint.split("://", 1)[1]
-        client = Minio(
-            host,
-            access_key=access,
-            secret_key=secret_key,
-            secure=target.endpoint.startswith("https://"),
-            http_client=http,
-        )
-        return cls(client)
+        return cls(new_client(conn, http))
 
     def list_objects(self, bucket: str, prefix: str) -> list[StoredObject]:
         out = []

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kubetrain_contract as contract
+from kubetrain_contract.s3 import S3ConfigError, parse_endpoint
 
 #: Duration strings, the subset of Go's time.ParseDuration that the CRD pattern admits
 #: (and CEL's duration() understands): "500ms", "10s", "5m", "1h30m", "1.5h".
@@ -47,7 +48,7 @@ def parse_duration(text: str, *, field_name: str = "duration") -> float:
 @dataclass(frozen=True)
 class SourceSpec:
     endpoint: str
-    """`http(s)://host:port` of the S3/MinIO endpoint."""
+    """`http(s)://host:port` of the S3/MinIO endpoint (kubetrain_contract.s3.parse_endpoint)."""
     bucket: str
     prefix: str
     """Possibly empty; a label is the first path segment under it."""
@@ -55,15 +56,6 @@ class SourceSpec:
     """fnmatch glob over the key relative to `prefix` (`*` also matches `/`)."""
     credentials_secret: str
     """Secret with keys `accessKey` and `secretKey` in the watch's namespace."""
-
-    @property
-    def secure(self) -> bool:
-        return self.endpoint.startswith("https://")
-
-    @property
-    def host(self) -> str:
-        """`host:port` as minio-py wants it."""
-        return self.endpoint.split("://", 1)[1].rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -179,11 +171,10 @@ def parse_watch(body: Mapping[str, Any]) -> WatchSpec:
     def s(path: str, default: Any, kind: type | tuple[type, ...] = str) -> Any:
         return _typed(_get(spec, path, default), kind, f"spec.{path}")
 
-    endpoint = s("source.endpoint", "")
-    if not re.fullmatch(r"https?://[^/\s]+/?", endpoint):
-        raise SpecError(
-            f"spec.source.endpoint: {endpoint!r} must be http://host:port or https://host:port"
-        )
+    try:
+        endpoint = parse_endpoint(s("source.endpoint", ""), "spec.source.endpoint")
+    except S3ConfigError as exc:
+        raise SpecError(str(exc)) from None
     bucket = s("source.bucket", "")
     if not bucket:
         raise SpecError("spec.source.bucket is required")
@@ -196,7 +187,7 @@ def parse_watch(body: Mapping[str, Any]) -> WatchSpec:
     if not secret:
         raise SpecError("spec.source.credentialsSecretRef.name is required")
     source = SourceSpec(
-        endpoint=endpoint.rstrip("/"),
+        endpoint=endpoint,
         bucket=bucket,
         prefix=prefix,
         include=s("source.include", "*.png") or "*",

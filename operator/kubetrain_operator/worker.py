@@ -41,7 +41,7 @@ from kubetrain_operator.objectstore import (
     ObjectStore,
     SourceError,
     StreamState,
-    credentials_from_secret,
+    connection_from_secret,
     wait_connected,
 )
 from kubetrain_operator.outcome import JOB_NAME_LABEL, RunOutcome, RunState, interpret
@@ -325,7 +325,7 @@ class WatchWorker:
         except KubeError as exc:
             reason = "CredentialsNotFound" if exc.not_found else "CredentialsUnreadable"
             raise SourceError(reason, f"Secret {spec.source.credentials_secret!r}: {exc}") from exc
-        creds = credentials_from_secret(secret, spec.source.credentials_secret)
+        creds = connection_from_secret(spec.source, secret)
         self.store = store = ObjectStore(spec.source, creds, timeout=self.s.s3_timeout_seconds)
         store.check_bucket()
 

@@ -1,6 +1,6 @@
 """Fixtures shared by the platform test modules.
 
-The operator's (defined in test_operator_support.py) are re-exported once here instead of in
+The operator's (defined in tests/support/operator.py) are re-exported once here instead of in
 every module that needs them; a module that defines a fixture of the same name
 (test_packaging_install.py's `crds`) keeps its own, as pytest prefers module-level fixtures
 over conftest ones. The dataset tools' two fixtures are defined here.
@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.platform.test_operator_support import (  # noqa: F401
+from tests.support.data import make_dataset, use_platform_minio
+from tests.support.operator import (  # noqa: F401
     crds,
     k8s,
     operators,
@@ -21,7 +22,6 @@ from tests.platform.test_operator_support import (  # noqa: F401
     stub,
     webhook_port,
 )
-from tests.unit.test_data_helpers import make_dataset, use_platform_minio
 
 
 @pytest.fixture

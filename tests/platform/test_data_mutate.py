@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubetrain_data.pngio import decode_gray28
 
-from tests.unit.test_data_helpers import run
+from tests.support.data import run
 
 pytestmark = pytest.mark.platform
 

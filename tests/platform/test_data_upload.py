@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_data_helpers import run, run_json
+from tests.support.data import run, run_json
 
 pytestmark = pytest.mark.platform
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kubetrain_operator.kube import Kube
 
-from tests.platform.test_operator_support import (
+from tests.support.operator import (
     create_watch,
     event_reasons,
     get_status,

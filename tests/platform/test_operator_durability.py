@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubetrain_operator.kube import Kube, KubeError
 
-from tests.platform.test_operator_support import (
+from tests.support.operator import (
     GROUP_PATH,
     PrivateMinio,
     create_watch,

@@ -23,8 +23,8 @@ import gen_manifests
 import pytest
 
 from tests.support.chart import BAD_VALUES, CHART, CI, REPO, SCENARIOS
+from tests.support.psa import restricted_violations
 from tests.support.skaffold import SKAFFOLD, release, template_keys
-from tests.unit.psa import restricted_violations
 
 pytestmark = pytest.mark.platform
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from kubetrain_contract import SnapshotManifest, manifest_digest
-from kubetrain_trainer import devdata
+from kubetrain_platform import devdata
 
 pytestmark = [pytest.mark.platform, pytest.mark.slow]
 

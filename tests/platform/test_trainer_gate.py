@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kubetrain_trainer import devdata
+from kubetrain_platform import devdata
 from kubetrain_trainer.split import split_of
 
 from tests.platform.test_trainer_e2e import PREFIX, run_trainer, upload_sample

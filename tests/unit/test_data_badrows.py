@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_data_helpers import (
+from tests.support.data import (
     digits,
     expected,
     kaggle_lines,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kubetrain_data.cli import main
 
-from tests.unit.test_data_helpers import digits, run, write_csv
+from tests.support.data import digits, run, write_csv
 
 SCRIPT = str(Path(sys.executable).parent / "kubetrain-data")
 

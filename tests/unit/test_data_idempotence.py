@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.unit.test_data_helpers import (
+from tests.support.data import (
     digest_name,
     digits,
     expected,

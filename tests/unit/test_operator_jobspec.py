@@ -8,7 +8,7 @@ import kubetrain_contract as contract
 from kubetrain_operator.jobspec import build_job, job_name, run_number
 from kubetrain_operator.spec import parse_watch
 
-from .psa import restricted_violations
+from tests.support.psa import restricted_violations
 
 WATCH: dict[str, Any] = {
     "apiVersion": "kubetrain.dev/v1alpha1",

@@ -218,3 +218,57 @@ def test_docs_table_is_the_generated_one() -> None:
     for title, flag, env, default, text in rows:
         assert f"\n### {title}\n" in section, title
         assert f"| `{flag}` | `{env}` | `{default}` | {text} |" in section, flag
+
+
+def test_settings_flags_env_defaults() -> None:
+    s = load_settings([], {})
+    assert s.namespaces == ("default",) and s.health_port == 8080 and s.metrics_port == 9090
+    assert s.priority > 0
+    s = load_settings(
+        ["-n", "a", "-n", "b", "--metrics-port", "0"],
+        {"KUBETRAIN_OPERATOR_METRICS_PORT": "1", "KUBETRAIN_OPERATOR_STANDALONE": "true"},
+    )
+    assert s.namespaces == ("a", "b") and s.metrics_port == 0 and s.standalone
+    s = load_settings([], {"KUBETRAIN_OPERATOR_NAMESPACES": "x, y", "POD_NAMESPACE": "z"})
+    assert s.namespaces == ("x", "y")
+    assert load_settings([], {"POD_NAMESPACE": "z"}).namespaces == ("z",)
+    with pytest.raises(ValueError, match="KUBETRAIN_OPERATOR_HEALTH_PORT"):
+        load_settings([], {"KUBETRAIN_OPERATOR_HEALTH_PORT": "http"})
+    # Training and serving pods must stay PodSecurity "restricted": never UID 0.
+    assert load_settings(["--trainer-uid", "2000"], {}).trainer_uid == 2000
+    with pytest.raises(ValueError, match="trainer_uid must be a non-root UID"):
+        load_settings(["--trainer-uid", "0"], {})
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        load_settings(
+            [], {"KUBETRAIN_OPERATOR_NAMESPACES": "a", "KUBETRAIN_OPERATOR_ALL_NAMESPACES": "1"}
+        )
+
+
+def test_every_setting_has_a_flag() -> None:
+    """The settings module promises a CLI flag per field (namespaces is -n/--namespace;
+    the webhook token is env-only so it never shows in a process list; the nested rollout
+    settings are --rollout-<field>, except the image and UID, which follow --default-image
+    and --trainer-uid)."""
+    from dataclasses import fields
+
+    from kubetrain_operator.settings import OperatorSettings, RolloutSettings, build_parser
+
+    options = {o for action in build_parser()._actions for o in action.option_strings}
+    missing = [
+        f.name
+        for f in fields(OperatorSettings)
+        if "--" + f.name.replace("_", "-") not in options
+        and f.name not in ("namespaces", "webhook_token", "rollout")
+    ]
+    missing += [
+        f"rollout.{f.name}"
+        for f in fields(RolloutSettings)
+        if "--rollout-" + f.name.replace("_", "-") not in options
+        and f.name not in ("default_image", "run_as_user")
+    ]
+    assert missing == []
+    assert "--namespace" in options
+    s = load_settings(["--source-settle-seconds", "2.5"], {})
+    assert s.source_settle_seconds == 2.5
+    with pytest.raises(ValueError, match="source_settle_seconds must be > 0"):
+        load_settings([], {"KUBETRAIN_OPERATOR_SOURCE_SETTLE_SECONDS": "0"})

@@ -18,7 +18,7 @@ from kubetrain_operator.rollout import (
 )
 from kubetrain_serving.cli import parse_args as serve_args
 
-from .psa import restricted_violations
+from tests.support.psa import restricted_violations
 
 SETTINGS = RolloutSettings()
 V1 = Release("s3://data/.kubetrain/bentos/mnist-1.bento", "1", "mnist")

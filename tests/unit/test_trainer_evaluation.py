@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from kubetrain_trainer.logs import JsonFormatter, register_secret
 from kubetrain_trainer.model import evaluate_probs
-from kubetrain_trainer.pipeline import align_probs, sort_labels
 from kubetrain_trainer.report import _with_pillow, confusion_png
+from kubetrain_trainer.steps import align_probs, sort_labels
 from PIL import Image
 
 

@@ -6,14 +6,10 @@ import io
 
 import numpy as np
 import pytest
-from kubetrain_serving.preprocess import (
-    add_channel,
-    array_to_input,
-    decode_many,
-    image_bytes_to_array,
-    images_to_batch,
-)
+from kubetrain_serving.preprocess import image_bytes_to_array
 from PIL import Image
+
+from tests.support.preprocess import add_channel, array_to_input, decode_many, images_to_batch
 
 
 def encode(img: Image.Image, fmt: str = "PNG") -> bytes:

@@ -372,13 +372,14 @@ def child_resync(mode: str, bucket: str, env_path: str) -> dict[str, Any]:
     import gc
 
     import psutil
-    from kubetrain_operator.objectstore import Credentials, ObjectStore
+    from kubetrain_contract.s3 import S3Connection
+    from kubetrain_operator.objectstore import ObjectStore
     from kubetrain_operator.spec import SourceSpec
     from kubetrain_operator.tally import Tally
 
     env = read_env_file(Path(env_path))
     source = SourceSpec(env["MINIO_ENDPOINT"], bucket, "", "*.png", "creds")
-    store = ObjectStore(source, Credentials(env["MINIO_ACCESS_KEY"], env["MINIO_SECRET_KEY"]))
+    store = ObjectStore(source, S3Connection.from_env(env))
     proc = psutil.Process()
     gc.collect()
     from kubetrain_operator import memory as _memory

@@ -121,7 +121,7 @@ def tfdata_images_per_second(images: Any, labels: Any, batch_size: int, repeats:
 def bench_size(
     platform: dict[str, str], minio: Any, size: int, epochs: int, work: Path
 ) -> dict[str, Any]:
-    from kubetrain_trainer import devdata
+    from kubetrain_platform import devdata
 
     images, labels = devdata.load_digits()
     if size > len(images):

@@ -43,19 +43,16 @@ BACKOFF_CAP = 8.0
 
 
 def client(settings: S3Settings, workers: int) -> Minio:
-    """A thread-safe client with a connection pool big enough for WORKERS threads."""
+    """A thread-safe client with a connection pool big enough for WORKERS threads.
+
+    The data tool's only MinIO client constructor.
+    """
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=5.0, read=60.0),
         maxsize=max(10, workers),
         retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0),
     )
-    return Minio(
-        settings.host,
-        access_key=settings.access_key,
-        secret_key=settings.secret_key,
-        secure=settings.secure,
-        http_client=http,
-    )
+    return Minio(**settings.minio_kwargs(), http_client=http)
 
 
 def is_transient(exc: BaseException) -> bool:

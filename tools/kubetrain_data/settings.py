@@ -13,7 +13,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+
+from kubetrain_contract.s3 import (
+    ACCESS_KEY_ENV,
+    ENDPOINT_ENV,
+    SECRET_KEY_ENV,
+    S3ConfigError,
+    S3Connection,
+)
 
 from kubetrain_data.errors import DataError
 
@@ -72,26 +79,12 @@ SAMPLE_LAYOUTS = ("mnist-in-csv", "digit-recognizer", "label-first", "label-last
 """Layouts `sample-csv` can write; the first two have headers, the others do not."""
 
 
-@dataclass(frozen=True)
-class S3Settings:
-    """Where MinIO is and how to sign in. `repr()` never shows the keys."""
+class S3Settings(S3Connection):
+    """Where MinIO is and how to sign in (kubetrain_contract.s3). `repr()` never shows the keys.
 
-    endpoint: str
-    """`http://host:port` or `https://host:port`; the scheme decides TLS."""
-    access_key: str = field(repr=False)
-    """Access key (MINIO_ACCESS_KEY)."""
-    secret_key: str = field(repr=False)
-    """Secret key (MINIO_SECRET_KEY)."""
-
-    @property
-    def secure(self) -> bool:
-        """True for https endpoints."""
-        return urlsplit(self.endpoint).scheme == "https"
-
-    @property
-    def host(self) -> str:
-        """`host:port` as the minio client wants it."""
-        return urlsplit(self.endpoint).netloc
+    `endpoint` is `http://host:port` or `https://host:port` (the scheme decides TLS);
+    `access_key` / `secret_key` come from MINIO_ACCESS_KEY / MINIO_SECRET_KEY or the flags.
+    """
 
     @classmethod
     def load(
@@ -101,42 +94,25 @@ class S3Settings:
         secret_key: str | None,
         env: Mapping[str, str] | None = None,
     ) -> S3Settings:
-        """Flags win over the environment; a missing value is a one-line error."""
-        env = os.environ if env is None else env
-        endpoint = endpoint or env.get("MINIO_ENDPOINT", "")
-        access_key = access_key or env.get("MINIO_ACCESS_KEY", "")
-        secret_key = secret_key or env.get("MINIO_SECRET_KEY", "")
-        missing = [
-            name
-            for name, value in (
-                ("--endpoint / MINIO_ENDPOINT", endpoint),
-                ("--access-key / MINIO_ACCESS_KEY", access_key),
-                ("--secret-key / MINIO_SECRET_KEY", secret_key),
+        """Flags win over the environment; a missing or bad value is a one-line error."""
+        try:
+            return cls.from_env(
+                env,
+                endpoint=endpoint,
+                access_key=access_key,
+                secret_key=secret_key,
+                flags=_S3_FLAGS,
             )
-            if not value
-        ]
-        if missing:
-            raise DataError("MinIO settings missing: " + ", ".join(missing))
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise DataError(
-                "MinIO endpoint must look like http://host:port or https://host:port "
-                f"(got scheme {parts.scheme or 'none'!r})"
-            )
-        if parts.username or parts.password:
-            # Do not echo the URL: it holds a credential.
-            raise DataError(
-                "MinIO endpoint must not contain credentials; use MINIO_ACCESS_KEY/MINIO_SECRET_KEY"
-            )
-        if parts.path not in ("", "/") or parts.query:
-            raise DataError(
-                f"MinIO endpoint must have no path or query: {parts.scheme}://{parts.netloc}"
-            )
-        return cls(
-            endpoint=f"{parts.scheme}://{parts.netloc}",
-            access_key=access_key,
-            secret_key=secret_key,
-        )
+        except S3ConfigError as exc:
+            raise DataError(str(exc)) from None
+
+
+_S3_FLAGS = {
+    ENDPOINT_ENV: "--endpoint",
+    ACCESS_KEY_ENV: "--access-key",
+    SECRET_KEY_ENV: "--secret-key",
+}
+"""The flag that overrides each MINIO_* variable, named in errors."""
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from kubetrain_contract.s3 import ACCESS_KEY_ENV, ENDPOINT_ENV, S3ConfigError, S3Connection
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -237,6 +239,16 @@ class TrainerSettings:
         """(bucket, key) of the manifest URI; raises SettingsError when malformed."""
         return parse_s3_uri(self.manifest, what="--manifest / KUBETRAIN_MANIFEST")
 
+    def s3_connection(self) -> S3Connection:
+        """Endpoint and keys for `snapshot.make_client`; S3ConfigError names a bad setting."""
+        return S3Connection.from_env(
+            {},
+            endpoint=self.minio_endpoint.strip(),
+            access_key=self.minio_access_key,
+            secret_key=self.minio_secret_key,
+            flags={ENDPOINT_ENV: "--minio-endpoint", ACCESS_KEY_ENV: "--minio-access-key"},
+        )
+
 
 def parse_s3_uri(uri: str, *, what: str) -> tuple[str, str]:
     """Split `s3://bucket/key` into (bucket, key)."""
@@ -330,10 +342,10 @@ def validate(s: TrainerSettings) -> None:
     if not s.manifest:
         raise SettingsError("--manifest / KUBETRAIN_MANIFEST is required (s3://<bucket>/<key>)")
     s.manifest_location()
-    if not re.fullmatch(r"https?://[^/\s]+/?", s.minio_endpoint.strip()):
-        raise SettingsError(
-            f"MINIO_ENDPOINT: expected http(s)://host:port, got {s.minio_endpoint!r}"
-        )
+    try:
+        s.s3_connection()  # the endpoint's shape and both keys (kubetrain_contract.s3)
+    except S3ConfigError as exc:
+        raise SettingsError(str(exc)) from None
     if not s.mlflow_tracking_uri:
         raise SettingsError("MLFLOW_TRACKING_URI / --mlflow-tracking-uri is required")
     checks: list[tuple[bool, str]] = [

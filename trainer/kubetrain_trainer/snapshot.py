@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
 
 import numpy as np
 import urllib3
@@ -37,6 +36,7 @@ from kubetrain_contract import (
     manifest_digest,
     normalize_etag,
 )
+from kubetrain_contract.s3 import S3Connection
 from kubetrain_serving.preprocess import IMAGE_SIZE, image_bytes_to_array
 from minio import Minio
 from minio.error import S3Error
@@ -100,9 +100,11 @@ class LoadedDataset:
         return len(self.keys) / self.seconds if self.seconds > 0 else 0.0
 
 
-def make_client(endpoint: str, access_key: str, secret_key: str, pool_size: int = 16) -> Minio:
-    """A MinIO client with bounded timeouts and retries (a stalled socket must not hang a Job)."""
-    url = urlparse(endpoint)
+def make_client(conn: S3Connection, pool_size: int = 16) -> Minio:
+    """A MinIO client with bounded timeouts and retries (a stalled socket must not hang a Job).
+
+    The trainer's only MinIO client constructor.
+    """
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=10.0, read=60.0),
         maxsize=max(pool_size, 4),
@@ -110,13 +112,7 @@ def make_client(endpoint: str, access_key: str, secret_key: str, pool_size: int 
             total=4, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504), allowed_methods=None
         ),
     )
-    return Minio(
-        url.netloc,
-        access_key=access_key,
-        secret_key=secret_key,
-        secure=url.scheme == "https",
-        http_client=http,
-    )
+    return Minio(**conn.minio_kwargs(), http_client=http)
 
 
 def _classify_s3(exc: S3Error, what: str) -> Exception:

