@@ -10,7 +10,9 @@ docs/contract.md describes it for humans.
 Pure data and functions: no Kubernetes or S3 I/O here. It is a package of its own, not
 part of the operator, and imports only the standard library (tests/unit/test_contract_stdlib.py
 checks it, and .importlinter keeps it from importing any other kubetrain package), so the
-trainer image can carry it without the operator.
+trainer image can carry it without the operator. The submodule `kubetrain_contract.s3`
+(`S3Connection`) holds the one rule set for an S3 endpoint and its credentials, used by every
+component that creates a MinIO client.
 """
 
 from __future__ import annotations

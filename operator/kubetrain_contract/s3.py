@@ -1,9 +1,9 @@
 """How every kubetrain component reaches MinIO: one endpoint + credentials value.
 
 The operator (watch Secret), the trainer (MINIO_* from the Job), and `kubetrain-data`
-(flags or MINIO_*) all build an `S3Connection` here and create their client with
-`minio.Minio(**conn.minio_kwargs(), http_client=...)`; each product package has exactly one
-place that does. The rules live in this module only:
+(flags or MINIO_*) all build an `S3Connection` here and pass `conn.minio_kwargs()` (plus
+their own `http_client`) to `minio.Minio`; each product package has exactly one place that
+creates a client. The rules live in this module only:
 
 - the endpoint is `http://host[:port]` or `https://host[:port]`: the scheme decides TLS;
   a path (other than a trailing `/`), query, fragment, whitespace, a bad port, or
@@ -42,7 +42,7 @@ class S3ConfigError(ValueError):
 
 
 class MinioKwargs(TypedDict):
-    """Keyword arguments of `minio.Minio(...)` that `S3Connection.minio_kwargs` fills in."""
+    """The keyword arguments of `minio.Minio` that `S3Connection.minio_kwargs` fills in."""
 
     endpoint: str
     access_key: str
@@ -114,7 +114,7 @@ class S3Connection:
         return self.endpoint.split("://", 1)[1]
 
     def minio_kwargs(self) -> MinioKwargs:
-        """Arguments for `minio.Minio(**conn.minio_kwargs(), http_client=...)`.
+        """Keyword arguments for `minio.Minio`; the caller adds its `http_client`.
 
         The result holds the keys: pass it to the client, never log it.
         """

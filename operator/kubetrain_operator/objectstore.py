@@ -39,9 +39,9 @@ from typing import Any
 
 import kubetrain_contract as contract
 import urllib3
+from kubetrain_contract.s3 import S3ConfigError, S3Connection
 from minio import Minio
 from minio.error import MinioException, S3Error
-from kubetrain_contract.s3 import S3ConfigError, S3Connection
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
 from kubetrain_operator.notifications import EVENTS, Change, NotificationError, parse_line
