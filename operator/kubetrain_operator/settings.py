@@ -6,7 +6,7 @@ the flag wins over the variable, the variable over the default. The parser, its 
 and the docs table are generated from the fields' metadata, so each setting's name, type,
 default and description live in one place (the field). Fields are grouped the way kopf
 groups its own settings (`--help` shows one section per group); the object itself stays
-flat, except `rollout`, which is handed to `rollout_apply` as a whole.
+flat, except `rollout`, which is handed to `serving_rollout` as a whole.
 
 Nothing else in the package reads the environment, so what the operator does is fully
 described by this object (it is logged once at startup; the only secret, the webhook
@@ -87,7 +87,7 @@ def _default_resources() -> dict[str, dict[str, str]]:
 class RolloutSettings:
     """Process-wide knobs of the serving rollout (`OperatorSettings.rollout`).
 
-    Constructible on its own with defaults (tests, `rollout_apply` without settings).
+    Constructible on its own with defaults (tests, `serving_rollout` without settings).
     """
 
     field_manager: str = field(

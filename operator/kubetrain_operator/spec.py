@@ -4,6 +4,11 @@ The CRD's OpenAPI schema applies the defaults and its CEL rules reject bad specs
 apiserver; this module repeats the defaults (so an object created before a CRD upgrade still
 works) and raises `SpecError` naming the field for anything the schema could not catch.
 Pure: no Kubernetes or S3 I/O.
+
+This is the one model of the spec, `spec.serving` included (`ServingSpec`, read by the
+serving rollout). A bad `spec.serving` does not make the whole watch invalid: it is kept
+as `WatchSpec.serving_problem` (a `ServingSpecError` message) and only the rollout refuses
+to act on it, so detection and training go on (the CRD schema normally rejects it first).
 """
 
 from __future__ import annotations
@@ -16,24 +21,31 @@ from typing import Any
 import kubetrain_contract as contract
 from kubetrain_contract.s3 import S3ConfigError, parse_endpoint
 
+# Re-exported: the CRD's names were defined here first and are still imported from here.
+from kubetrain_operator.constants import API_VERSION as API_VERSION
+from kubetrain_operator.constants import GROUP as GROUP
+from kubetrain_operator.constants import KIND as KIND
+from kubetrain_operator.constants import PLURAL as PLURAL
+from kubetrain_operator.constants import VERSION as VERSION
+
 #: Duration strings, the subset of Go's time.ParseDuration that the CRD pattern admits
 #: (and CEL's duration() understands): "500ms", "10s", "5m", "1h30m", "1.5h".
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-GROUP = "kubetrain.dev"
-VERSION = "v1alpha1"
-PLURAL = "datasetwatches"
-KIND = "DatasetWatch"
-API_VERSION = f"{GROUP}/{VERSION}"
-
-
 NOTIFICATION_MODES = ("Webhook", "Listen", "None")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+_HOST = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_PATH = re.compile(r"^/[^\s?#]*$")
 
 
 class SpecError(ValueError):
     """A DatasetWatch spec the operator cannot act on; the message names the field."""
+
+
+class ServingSpecError(SpecError):
+    """A `spec.serving` (or result) the operator cannot roll out; the message names the field."""
 
 
 def parse_duration(text: str, *, field_name: str = "duration") -> float:
@@ -101,6 +113,31 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True)
+class IngressSpec:
+    """`spec.serving.ingress`."""
+
+    host: str
+    path: str = "/"
+    class_name: str = ""
+    tls_secret_name: str = ""
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """`spec.serving`, with the CRD's defaults repeated (for objects older than the CRD)."""
+
+    enabled: bool = True
+    image: str = ""
+    image_pull_policy: str = "IfNotPresent"
+    replicas: int = 1
+    port: int = 3000
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    history_limit: int = 5
+    progress_deadline_seconds: int = 600
+    ingress: IngressSpec | None = None
+
+
+@dataclass(frozen=True)
 class WatchSpec:
     namespace: str
     name: str
@@ -111,6 +148,10 @@ class WatchSpec:
     detection: DetectionSpec
     training: TrainingSpec
     suspend: bool = False
+    serving: ServingSpec = field(default_factory=ServingSpec)
+    serving_problem: str = ""
+    """Why `spec.serving` is invalid ("" if it is valid; `serving` is then the defaults):
+    the rollout raises it as a ServingSpecError, the rest of the watch carries on."""
 
     @property
     def watch_id(self) -> str:
@@ -151,12 +192,97 @@ def _get(obj: Mapping[str, Any], path: str, default: Any) -> Any:
     return cur
 
 
-def _typed(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
-    if isinstance(value, bool) and kind in (int, float, (int, float)):
-        raise SpecError(f"{where}: expected a number, got {value!r}")
+def _typed(
+    value: Any,
+    kind: type | tuple[type, ...],
+    where: str,
+    error: type[SpecError] = SpecError,
+) -> Any:
+    """`value` if it is a `kind` (a bool is no number), else `error` naming the field."""
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise error(f"{where}: expected an integer, got {value!r}")
+    if isinstance(value, bool) and kind in (float, (int, float)):
+        raise error(f"{where}: expected a number, got {value!r}")
     if not isinstance(value, kind):
-        raise SpecError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+        raise error(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
     return value
+
+
+def _int_in(spec: Mapping[str, Any], path: str, default: int, low: int, high: int) -> int:
+    value: int = _typed(_get(spec, path, default), int, f"spec.{path}", ServingSpecError)
+    if not low <= value <= high:
+        raise ServingSpecError(f"spec.{path}: {value} is out of range [{low}, {high}]")
+    return value
+
+
+def _resources(raw: Any) -> dict[str, Any]:
+    _typed(raw, Mapping, "spec.serving.resources", ServingSpecError)
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in ("requests", "limits", "claims"):
+            raise ServingSpecError(
+                f"spec.serving.resources.{key}: unknown key (use requests and limits)"
+            )
+        kind = Mapping if key != "claims" else list
+        _typed(value, kind, f"spec.serving.resources.{key}", ServingSpecError)
+        out[key] = dict(value) if isinstance(value, Mapping) else list(value)
+    return out
+
+
+def _ingress(raw: Any) -> IngressSpec | None:
+    if raw is None:
+        return None
+    _typed(raw, Mapping, "spec.serving.ingress", ServingSpecError)
+
+    def s(key: str, default: str) -> str:
+        value: str = _typed(
+            _get(raw, key, default), str, f"spec.serving.ingress.{key}", ServingSpecError
+        )
+        return value
+
+    host = s("host", "")
+    if not host or len(host) > 253 or not _HOST.fullmatch(host):
+        raise ServingSpecError(
+            f"spec.serving.ingress.host: {host!r} must be a DNS name such as model.example.com"
+        )
+    path = s("path", "/") or "/"
+    if not _PATH.fullmatch(path):
+        raise ServingSpecError(
+            f"spec.serving.ingress.path: {path!r} must start with '/' (no spaces, '?' or '#')"
+        )
+    return IngressSpec(
+        host=host,
+        path=path,
+        class_name=s("className", ""),
+        tls_secret_name=s("tlsSecretName", ""),
+    )
+
+
+def parse_serving(spec: Mapping[str, Any]) -> ServingSpec:
+    """Parse `spec.serving` of a DatasetWatch spec; ServingSpecError names a bad field."""
+
+    def s(path: str, default: Any, kind: type = str) -> Any:
+        return _typed(_get(spec, path, default), kind, f"spec.{path}", ServingSpecError)
+
+    s("serving", {}, Mapping)
+    ingress = _ingress(_get(spec, "serving.ingress", None))
+    policy = s("serving.imagePullPolicy", "IfNotPresent")
+    if policy not in PULL_POLICIES:
+        raise ServingSpecError(
+            f"spec.serving.imagePullPolicy: {policy!r} must be one of {', '.join(PULL_POLICIES)}"
+        )
+    return ServingSpec(
+        enabled=s("serving.enabled", True, bool),
+        image=s("serving.image", ""),
+        image_pull_policy=policy,
+        replicas=_int_in(spec, "serving.replicas", 1, 1, 100),
+        # A non-root container without capabilities cannot bind below 1024.
+        port=_int_in(spec, "serving.port", 3000, 1024, 65535),
+        resources=_resources(_get(spec, "serving.resources", {})),
+        history_limit=_int_in(spec, "serving.historyLimit", 5, 1, 100),
+        progress_deadline_seconds=_int_in(spec, "serving.progressDeadlineSeconds", 600, 5, 86400),
+        ingress=ingress,
+    )
 
 
 def parse_watch(body: Mapping[str, Any]) -> WatchSpec:
@@ -253,6 +379,10 @@ def parse_watch(body: Mapping[str, Any]) -> WatchSpec:
             model_name=s("training.mlflow.modelName", ""),
         ),
     )
+    try:
+        serving, serving_problem = parse_serving(spec), ""
+    except ServingSpecError as exc:
+        serving, serving_problem = ServingSpec(), str(exc)
     return WatchSpec(
         namespace=namespace,
         name=name,
@@ -263,4 +393,6 @@ def parse_watch(body: Mapping[str, Any]) -> WatchSpec:
         detection=detection,
         training=training,
         suspend=s("suspend", False, bool),
+        serving=serving,
+        serving_problem=serving_problem,
     )

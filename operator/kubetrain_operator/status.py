@@ -272,13 +272,24 @@ def labels_patch(
 
 @dataclass
 class Conditions:
-    """Conditions keyed by type, preserving lastTransitionTime across unchanged statuses."""
+    """Conditions keyed by type, preserving lastTransitionTime across unchanged statuses.
+
+    The one condition writer: the watch's `status.conditions` and the rollout's
+    `status.serving.conditions` both go through it, each condition with the
+    `observedGeneration` of the watch it was computed from.
+    """
 
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_status(cls, conditions: Sequence[Mapping[str, Any]] | None) -> Conditions:
-        return cls({str(c.get("type")): dict(c) for c in conditions or [] if c.get("type")})
+        return cls(
+            {
+                str(c.get("type")): dict(c)
+                for c in conditions or []
+                if isinstance(c, Mapping) and c.get("type")
+            }
+        )
 
     def set(
         self, kind: str, status: bool, reason: str, message: str, *, now: str, generation: int
@@ -287,7 +298,9 @@ class Conditions:
         text = "True" if status else "False"
         old = self.items.get(kind)
         transition = (
-            now if old is None or old.get("status") != text else old.get("lastTransitionTime", now)
+            now
+            if old is None or old.get("status") != text
+            else old.get("lastTransitionTime") or now
         )
         new = {
             "type": kind,

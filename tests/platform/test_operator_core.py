@@ -373,7 +373,7 @@ def test_promoted_run_calls_the_rollout_hook_once(
     operators: Any,
     stub: StubWorkload,
 ) -> None:
-    """The seam to serving: a promoted result reaches rollout_apply.on_promoted (a
+    """The seam to serving: a promoted result reaches serving_rollout.on_promoted (a
     `<watch>-serving` Deployment appears, status.serving is written, rolloutPending clears);
     a result that is not promoted touches nothing."""
     bucket = source["bucket"]

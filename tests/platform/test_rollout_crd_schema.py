@@ -2,9 +2,9 @@
 
 charts/kubetrain/crds/datasetwatch.yaml is applied verbatim except for its API group (unique
 per test, so the real kubetrain.dev CRD and any operator watching it are untouched): it is
-structural, applies the defaults `rollout.parse_serving` assumes (also to a watch without
+structural, applies the defaults `spec.parse_serving` assumes (also to a watch without
 `spec.serving`), rejects bad values with messages naming the field, and keeps (does not
-prune) every field of the status that `rollout.serving_status` writes. The same file is
+prune) every field of the status that `serving_rollout.status.serving_status` writes. The same file is
 checked statically, against the operator's parser and status writer, by
 tests/unit/test_packaging_chart.py.
 """
@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiException
-from kubetrain_operator import rollout, rollout_apply
+from kubetrain_operator.kube import Kube, KubeError
+from kubetrain_operator.serving_rollout.state import Phase
+from kubetrain_operator.spec import parse_serving
 
 from tests.support.chart import BAD_SERVING, SERVING_SOURCE, load_crd, serving_statuses
 
@@ -31,8 +32,8 @@ NAMES = SHIPPED["spec"]["names"]
 
 
 @pytest.fixture
-def schema_crd(kube: Any) -> Iterator[tuple[rollout_apply.Kube, str]]:
-    k = rollout_apply.Kube(kube, 30)
+def schema_crd(kube: Any) -> Iterator[tuple[Kube, str]]:
+    k = Kube(kube, timeout=30)
     group = f"g{uuid.uuid4().hex[:8]}.rollout.test"
     name = f"{NAMES['plural']}.{group}"
     crd = copy.deepcopy(SHIPPED)
@@ -62,7 +63,7 @@ def _path(group: str, ns: str) -> str:
 
 
 def _create(
-    k: rollout_apply.Kube, group: str, ns: str, name: str, serving: dict[str, Any] | None
+    k: Kube, group: str, ns: str, name: str, serving: dict[str, Any] | None
 ) -> dict[str, Any]:
     """A watch with a valid source and `spec.serving` (none at all when None)."""
     spec: dict[str, Any] = {"source": copy.deepcopy(SERVING_SOURCE)}
@@ -78,15 +79,13 @@ def _create(
     while True:
         try:
             return k.request("POST", _path(group, ns), body=body)
-        except ApiException as exc:
+        except KubeError as exc:
             if exc.status != 404 or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)  # discovery catching up with the new CRD
 
 
-def test_defaults_match_the_parser(
-    schema_crd: tuple[rollout_apply.Kube, str], namespace: str
-) -> None:
+def test_defaults_match_the_parser(schema_crd: tuple[Kube, str], namespace: str) -> None:
     k, group = schema_crd
     got = _create(k, group, namespace, "d", None)
     serving = got["spec"]["serving"]
@@ -98,31 +97,31 @@ def test_defaults_match_the_parser(
         "historyLimit": 5,
         "progressDeadlineSeconds": 600,
     }
-    parsed = rollout.parse_serving({"serving": serving})
-    assert parsed == rollout.parse_serving({})
+    parsed = parse_serving({"serving": serving})
+    assert parsed == parse_serving({})
     got = _create(k, group, namespace, "i", {"ingress": {"host": "a.example.com"}})
     assert got["spec"]["serving"]["ingress"] == {"host": "a.example.com", "path": "/"}
 
 
 @pytest.mark.parametrize(("serving", "field"), BAD_SERVING)
 def test_bad_values_are_rejected_naming_the_field(
-    schema_crd: tuple[rollout_apply.Kube, str], namespace: str, serving: dict[str, Any], field: str
+    schema_crd: tuple[Kube, str], namespace: str, serving: dict[str, Any], field: str
 ) -> None:
     k, group = schema_crd
-    with pytest.raises(ApiException) as info:
+    with pytest.raises(KubeError) as info:
         _create(k, group, namespace, "bad", serving)
     assert info.value.status == 422
     assert field in (info.value.body or ""), info.value.body
 
 
 def test_status_from_the_rollout_is_kept_whole(
-    schema_crd: tuple[rollout_apply.Kube, str], namespace: str
+    schema_crd: tuple[Kube, str], namespace: str
 ) -> None:
     """Each status.serving the operator writes (every phase and condition branch) survives
     a merge patch of the status subresource unchanged: nothing pruned, nothing rejected."""
     k, group = schema_crd
     statuses = serving_statuses()
-    assert {s["phase"] for s in statuses} == set(rollout.Phase)
+    assert {s["phase"] for s in statuses} == set(Phase)
     for i, status in enumerate(statuses):
         name = f"s{i}"  # a fresh watch each: a merge patch would keep an omitted field
         _create(k, group, namespace, name, {"ingress": {"host": "a.example.com"}})

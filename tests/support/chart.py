@@ -236,65 +236,68 @@ SERVING_SOURCE = {
 
 
 def serving_statuses() -> list[Obj]:
-    """`status.serving` as rollout.serving_status writes it, in every phase and in each
-    branch of its conditions, first and with the previous status (kept transition times)."""
-    from kubetrain_operator import rollout
+    """`status.serving` as serving_rollout.status.serving_status writes it, in every phase and
+    in each branch of its conditions, first and with the previous status (kept transition
+    times)."""
+    from kubetrain_operator.serving_rollout import state as rollout_state
+    from kubetrain_operator.serving_rollout.observe import RolloutObservation
+    from kubetrain_operator.serving_rollout.spec import parse_target
+    from kubetrain_operator.serving_rollout.status import serving_status
+    from kubetrain_operator.settings import RolloutSettings
 
-    settings = rollout.RolloutSettings()
+    settings = RolloutSettings()
     body: Obj = {
         "metadata": {"name": "s", "namespace": "ns", "uid": "u"},
         "spec": {"source": dict(SERVING_SOURCE)},
     }
-    plain = rollout.parse_target(body, settings)
+    plain = parse_target(body, settings)
     body["spec"]["serving"] = {"ingress": {"host": "a.example.com", "tlsSecretName": "t"}}
-    with_ingress = rollout.parse_target(body, settings)
-    v1 = rollout.Release("s3://b/.kubetrain/bentos/m-1.bento", "1", "m")
-    v2 = rollout.Release("s3://b/.kubetrain/bentos/m-2.bento", "2", "m")
+    with_ingress = parse_target(body, settings)
+    v1 = rollout_state.Release("s3://b/.kubetrain/bentos/m-1.bento", "1", "m")
+    v2 = rollout_state.Release("s3://b/.kubetrain/bentos/m-2.bento", "2", "m")
     t0, t1 = "2026-11-26T06:00:00Z", "2026-11-26T06:00:05Z"
-    rolling = rollout.RolloutState(
-        current=v2, phase=rollout.Phase.PROGRESSING, started=t0, previous=v1
+    rolling = rollout_state.RolloutState(
+        current=v2, phase=rollout_state.Phase.PROGRESSING, started=t0, previous=v1
     )
     states: list[tuple[Any, Any, Any]] = [
         (
             plain,
             rolling,
-            rollout.RolloutObservation(
-                replicas=2, total=3, updated=1, new_available=0, old_available=2
-            ),
+            RolloutObservation(replicas=2, total=3, updated=1, new_available=0, old_available=2),
         ),
         (
             plain,
             rolling,
-            rollout.RolloutObservation(
-                replicas=1, deadline_exceeded=True, deadline_message="no progress"
-            ),
+            RolloutObservation(replicas=1, deadline_exceeded=True, deadline_message="no progress"),
         ),
         (
             with_ingress,
-            rollout.rolled_back(rolling, "v2 missed its deadline", t1),
-            rollout.RolloutObservation(replicas=1, total=1, available=0),
+            rollout_state.rolled_back(rolling, "v2 missed its deadline", t1),
+            RolloutObservation(replicas=1, total=1, available=0),
         ),
         (
             with_ingress,
-            rollout.available(rolling),
-            rollout.RolloutObservation(
+            rollout_state.available(rolling),
+            RolloutObservation(
                 replicas=1, total=1, updated=1, ready=1, available=1, observed=True, complete=True
             ),
         ),
         (
             plain,
-            rollout.failed(
-                rollout.RolloutState(current=v1, phase=rollout.Phase.PROGRESSING, started=""),
+            rollout_state.failed(
+                rollout_state.RolloutState(
+                    current=v1, phase=rollout_state.Phase.PROGRESSING, started=""
+                ),
                 "nothing to roll back to",
             ),
-            rollout.RolloutObservation(replicas=1),
+            RolloutObservation(replicas=1),
         ),
     ]
     out: list[Obj] = []
     for target, state, obs in states:
-        first = rollout.serving_status(target, state, obs, settings, now=t0)
+        first = serving_status(target, state, obs, settings, now=t0)
         out.append(first)
-        out.append(rollout.serving_status(target, state, obs, settings, now=t1, old_status=first))
+        out.append(serving_status(target, state, obs, settings, now=t1, old_status=first))
     return out
 
 

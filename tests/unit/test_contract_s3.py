@@ -471,7 +471,8 @@ def serving_target(endpoint: str = "http://minio.ml:9000") -> Any:
 
 
 def test_rollout_bento_store_reads_the_secret_through_the_contract() -> None:
-    from kubetrain_operator.rollout_apply import MinioBentoStore, RolloutError
+    from kubetrain_operator.serving_rollout import RolloutError
+    from kubetrain_operator.serving_rollout.bentos import MinioBentoStore
 
     kube = FakeKube(GOOD_SECRET)
     store = MinioBentoStore.from_secret(kube, serving_target(), timeout=12.0)  # type: ignore[arg-type]

@@ -16,7 +16,8 @@ import re
 
 import pytest
 import yaml
-from kubetrain_operator import rollout
+from kubetrain_operator.serving_rollout.state import Phase
+from kubetrain_operator.spec import IngressSpec, ServingSpec, ServingSpecError, parse_serving
 
 from tests.support.chart import (
     BAD_SERVING,
@@ -226,15 +227,15 @@ def test_crd_schema_is_structural() -> None:
 
 def test_serving_defaults_are_the_parsers() -> None:
     """`spec.serving` defaults to {} so its own defaults apply to a watch without one; they
-    are exactly what rollout.parse_serving assumes for a missing field."""
+    are exactly what spec.parse_serving assumes for a missing field."""
     assert SERVING["default"] == {}
     spec = spec_with()
     assert spec["serving"] == SERVING_DEFAULTS
     assert schema_errors(SPEC_SCHEMA, spec, "spec", structural=True) == []
-    assert rollout.parse_serving(spec) == rollout.parse_serving({}) == rollout.ServingSpec()
+    assert parse_serving(spec) == parse_serving({}) == ServingSpec()
     spec = spec_with({"ingress": {"host": "a.example.com"}})
     assert spec["serving"]["ingress"] == {"host": "a.example.com", "path": "/"}
-    assert rollout.parse_serving(spec).ingress == rollout.IngressSpec(host="a.example.com")
+    assert parse_serving(spec).ingress == IngressSpec(host="a.example.com")
 
 
 @pytest.mark.parametrize(("serving", "field"), BAD_SERVING)
@@ -242,8 +243,8 @@ def test_bad_serving_is_rejected_naming_the_field(serving: Obj, field: str) -> N
     errors = schema_errors(SPEC_SCHEMA, spec_with(serving), "spec", structural=True)
     assert [e for e in errors if e.startswith(field)], errors
     if ".resources." not in field:  # the parser leaves quantities to the apiserver
-        with pytest.raises(rollout.ServingSpecError, match=re.escape(field)):
-            rollout.parse_serving({"serving": serving})
+        with pytest.raises(ServingSpecError, match=re.escape(field)):
+            parse_serving({"serving": serving})
 
 
 @pytest.mark.parametrize("key", ["replicas", "port", "historyLimit", "progressDeadlineSeconds"])
@@ -252,11 +253,11 @@ def test_serving_ranges_are_the_parsers(key: str) -> None:
     low, high = node["minimum"], node["maximum"]
     for value in (low, high):
         assert schema_errors(SPEC_SCHEMA, spec_with({key: value}), "spec") == [], value
-        rollout.parse_serving({"serving": {key: value}})
+        parse_serving({"serving": {key: value}})
     for value in (low - 1, high + 1):
         assert schema_errors(SPEC_SCHEMA, spec_with({key: value}), "spec"), value
-        with pytest.raises(rollout.ServingSpecError, match=re.escape(f"spec.serving.{key}")):
-            rollout.parse_serving({"serving": {key: value}})
+        with pytest.raises(ServingSpecError, match=re.escape(f"spec.serving.{key}")):
+            parse_serving({"serving": {key: value}})
 
 
 GOOD_HOSTS = ["a.example.com", "digits", "x-1.y-2.example", "a" * 63 + ".example.com"]
@@ -282,19 +283,19 @@ def ingress_errors(ingress: Obj) -> list[str]:
 def test_ingress_host_and_path_rules_are_the_parsers() -> None:
     for host in GOOD_HOSTS:
         assert ingress_errors({"host": host}) == [], host
-        assert rollout.parse_serving({"serving": {"ingress": {"host": host}}}).ingress
+        assert parse_serving({"serving": {"ingress": {"host": host}}}).ingress
     for host in BAD_HOSTS:
         assert [e for e in ingress_errors({"host": host}) if "ingress.host" in e], host
-        with pytest.raises(rollout.ServingSpecError, match=re.escape("spec.serving.ingress.host")):
-            rollout.parse_serving({"serving": {"ingress": {"host": host}}})
+        with pytest.raises(ServingSpecError, match=re.escape("spec.serving.ingress.host")):
+            parse_serving({"serving": {"ingress": {"host": host}}})
     for path in GOOD_PATHS:
         assert ingress_errors({"host": "a.example.com", "path": path}) == [], path
-        rollout.parse_serving({"serving": {"ingress": {"host": "a.example.com", "path": path}}})
+        parse_serving({"serving": {"ingress": {"host": "a.example.com", "path": path}}})
     for path in BAD_PATHS:
         errors = ingress_errors({"host": "a.example.com", "path": path})
         assert [e for e in errors if "ingress.path" in e], path
-        with pytest.raises(rollout.ServingSpecError, match=re.escape("spec.serving.ingress.path")):
-            rollout.parse_serving({"serving": {"ingress": {"host": "a.example.com", "path": path}}})
+        with pytest.raises(ServingSpecError, match=re.escape("spec.serving.ingress.path")):
+            parse_serving({"serving": {"ingress": {"host": "a.example.com", "path": path}}})
     # The apiserver's `$` (RE2) is the end of the text: a trailing newline is rejected there.
     assert ingress_errors({"host": "a.example.com\n"})
     assert ingress_errors({"host": "a.example.com", "path": "/a\n"})
@@ -311,8 +312,8 @@ def test_serving_resources_take_quantities_only(kind: str) -> None:
 
 
 def test_status_serving_keeps_every_field_the_operator_writes() -> None:
-    """No field of what rollout.serving_status returns is pruned or invalid; the schema
-    declares nothing the operator never writes (so the two cannot drift apart)."""
+    """No field of what serving_rollout.status.serving_status returns is pruned or invalid;
+    the schema declares nothing the operator never writes (so the two cannot drift apart)."""
     statuses = serving_statuses()
     written: set[str] = set()
     condition_keys: set[str] = set()
@@ -323,7 +324,7 @@ def test_status_serving_keeps_every_field_the_operator_writes() -> None:
     assert written == set(SERVING_STATUS["properties"])
     assert condition_keys == set(SERVING_STATUS["properties"]["conditions"]["items"]["properties"])
     phases = {s["phase"] for s in statuses}
-    assert phases == set(SERVING_STATUS["properties"]["phase"]["enum"]) == set(rollout.Phase)
+    assert phases == set(SERVING_STATUS["properties"]["phase"]["enum"]) == set(Phase)
     assert "x-kubernetes-preserve-unknown-fields" not in SERVING_STATUS
     stray = statuses[0] | {"bogus": 1}
     assert schema_errors(SERVING_STATUS, stray, "status.serving", structural=True) == [

@@ -166,3 +166,37 @@ def test_generator_names_the_template_of_broken_yaml_and_unplaceable_kinds() -> 
         gen_manifests.ManifestError, match=r"ConfigMap 'x' has no place in manifests/"
     ):
         gen_manifests.build(stray)
+
+
+def _null_valued_keys(node: Any, where: str) -> list[str]:
+    """Paths of null values. A CRD schema never needs one: it is always a YAML slip, such as
+    an unquoted comma in a flow mapping (`{type: string, description: a, b.}` gains a key
+    `b.` with a null value), which the apiserver refuses at install time."""
+    if isinstance(node, dict):
+        found = [f"{where}.{k}" for k, v in node.items() if v is None]
+        for k, v in node.items():
+            found += _null_valued_keys(v, f"{where}.{k}")
+        return found
+    if isinstance(node, list):
+        return [f for i, v in enumerate(node) for f in _null_valued_keys(v, f"{where}[{i}]")]
+    return []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*sorted((REPO / "charts" / "kubetrain" / "crds").glob("*.yaml")), MANIFESTS / "10-crds.yaml"],
+    ids=lambda p: str(p.relative_to(REPO)),
+)
+def test_crd_schemas_hold_no_null_keys(path: Path) -> None:
+    """Checked offline, so the slip fails here and not first in helm install."""
+    faults: list[str] = []
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc:
+            schema = doc["spec"]["versions"]
+            faults += _null_valued_keys(schema, doc["metadata"]["name"])
+    assert faults == []
+
+
+def test_null_key_check_catches_an_unquoted_comma() -> None:
+    slip = yaml.safe_load("p: {type: string, description: The Bento, after a rollback.}")
+    assert _null_valued_keys(slip, "x") == ["x.p.after a rollback."]

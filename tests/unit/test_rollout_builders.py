@@ -1,4 +1,4 @@
-"""Unit tests of the pure serving-object builders in kubetrain_operator.rollout."""
+"""Unit tests of the pure serving-object builders in kubetrain_operator.serving_rollout."""
 
 from __future__ import annotations
 
@@ -8,14 +8,23 @@ from typing import Any
 
 import pytest
 from kubetrain_contract import TrainResult
-from kubetrain_operator import rollout
-from kubetrain_operator.rollout import (
-    Phase,
-    Release,
-    RolloutSettings,
-    RolloutState,
-    ServingSpecError,
+from kubetrain_operator.serving_rollout.objects import (
+    build_deployment,
+    build_ingress,
+    build_service,
+    desired_objects,
+    serving_url,
 )
+from kubetrain_operator.serving_rollout.spec import (
+    ServingTarget,
+    label_value,
+    parse_target,
+    selector_labels,
+    serving_name,
+)
+from kubetrain_operator.serving_rollout.state import ANN_PHASE, Phase, Release, RolloutState
+from kubetrain_operator.settings import RolloutSettings
+from kubetrain_operator.spec import ServingSpecError
 from kubetrain_serving.cli import parse_args as serve_args
 
 from tests.support.psa import restricted_violations
@@ -44,8 +53,8 @@ def watch(**serving: Any) -> dict[str, Any]:
     return body
 
 
-def target(**serving: Any) -> rollout.ServingTarget:
-    return rollout.parse_target(watch(**serving), SETTINGS)
+def target(**serving: Any) -> ServingTarget:
+    return parse_target(watch(**serving), SETTINGS)
 
 
 def state(release: Release = V1, **kw: Any) -> RolloutState:
@@ -82,10 +91,7 @@ def test_image_precedence() -> None:
     assert target(image="serve:9").image == "serve:9"
     body = watch()
     del body["spec"]["training"]
-    assert (
-        rollout.parse_target(body, RolloutSettings(default_image="fallback:1")).image
-        == "fallback:1"
-    )
+    assert parse_target(body, RolloutSettings(default_image="fallback:1")).image == "fallback:1"
 
 
 @pytest.mark.parametrize(
@@ -115,11 +121,11 @@ def test_bad_source_names_the_field() -> None:
     body = watch()
     body["spec"]["source"]["endpoint"] = "minio:9000"
     with pytest.raises(ServingSpecError, match=r"spec\.source\.endpoint"):
-        rollout.parse_target(body, SETTINGS)
+        parse_target(body, SETTINGS)
     body = watch()
     del body["spec"]["source"]["credentialsSecretRef"]
     with pytest.raises(ServingSpecError, match=r"credentialsSecretRef"):
-        rollout.parse_target(body, SETTINGS)
+        parse_target(body, SETTINGS)
 
 
 def test_release_from_result() -> None:
@@ -151,21 +157,21 @@ def test_release_from_result() -> None:
     ["digits", "a" * 55, "a" * 56, "x" * 200, "7up", "my.watch.v2", "a-" + "b" * 70],
 )
 def test_serving_name_is_a_valid_stable_service_name(name: str) -> None:
-    got = rollout.serving_name(name)
+    got = serving_name(name)
     assert len(got) <= 63
     assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", got), got
     assert got.endswith("-serving")
-    assert got == rollout.serving_name(name)
+    assert got == serving_name(name)
     if len(name) <= 55 and re.fullmatch(r"[a-z][-a-z0-9]*", name):
         assert got == f"{name}-serving"
 
 
 def test_long_names_do_not_collide() -> None:
     a, b = "x" * 100 + "a", "x" * 100 + "b"
-    assert rollout.serving_name(a) != rollout.serving_name(b)
-    assert rollout.label_value(a) != rollout.label_value(b)
-    assert len(rollout.label_value(a)) <= 63
-    assert rollout.label_value("digits") == "digits"
+    assert serving_name(a) != serving_name(b)
+    assert label_value(a) != label_value(b)
+    assert len(label_value(a)) <= 63
+    assert label_value("digits") == "digits"
 
 
 # ------------------------------------------------------------------------------ Deployment
@@ -179,7 +185,7 @@ def test_deployment_spec() -> None:
         progressDeadlineSeconds=120,
         resources={"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "3Gi"}},
     )
-    d = rollout.build_deployment(t, state(V2, previous=V1), SETTINGS)
+    d = build_deployment(t, state(V2, previous=V1), SETTINGS)
     assert d["apiVersion"] == "apps/v1" and d["kind"] == "Deployment"
     meta = d["metadata"]
     assert (meta["name"], meta["namespace"]) == ("digits-serving", "ml")
@@ -256,7 +262,7 @@ def test_deployment_spec() -> None:
 
 
 def test_default_resources_when_unset() -> None:
-    d = rollout.build_deployment(target(), state(), SETTINGS)
+    d = build_deployment(target(), state(), SETTINGS)
     c = d["spec"]["template"]["spec"]["containers"][0]
     assert c["resources"] == {
         "requests": {"cpu": "250m", "memory": "512Mi"},
@@ -267,7 +273,7 @@ def test_default_resources_when_unset() -> None:
 def test_serving_pod_listens_on_all_interfaces_of_its_own_network() -> None:
     """Every pod has its own network namespace: the server binds 0.0.0.0 on the container
     port, with no pod-IP plumbing and no host networking or host ports."""
-    d = rollout.build_deployment(target(port=8080), state(), SETTINGS)
+    d = build_deployment(target(port=8080), state(), SETTINGS)
     pod = d["spec"]["template"]["spec"]
     [c] = pod["containers"]
     options = serve_args(c["args"])
@@ -285,7 +291,7 @@ def test_serving_pod_listens_on_all_interfaces_of_its_own_network() -> None:
 )
 def test_serving_pod_passes_pod_security_restricted(serving: dict[str, Any]) -> None:
     for settings in (SETTINGS, RolloutSettings(run_as_user=2000)):
-        d = rollout.build_deployment(target(**serving), state(), settings)
+        d = build_deployment(target(**serving), state(), settings)
         pod = d["spec"]["template"]["spec"]
         assert restricted_violations(pod) == []
         # Set at pod level, so it holds for every container (and any added later).
@@ -300,7 +306,7 @@ def test_serving_pod_passes_pod_security_restricted(serving: dict[str, Any]) -> 
 
 def test_pod_security_check_is_not_vacuous() -> None:
     """The checker rejects what "restricted" rejects (so passing it means something)."""
-    good = rollout.build_deployment(target(), state(), SETTINGS)["spec"]["template"]["spec"]
+    good = build_deployment(target(), state(), SETTINGS)["spec"]["template"]["spec"]
     assert restricted_violations(good) == []
 
     def broken(change: Any) -> list[str]:
@@ -328,15 +334,15 @@ def test_pod_security_check_is_not_vacuous() -> None:
 def test_template_depends_only_on_spec_and_release() -> None:
     """Going back to a release reproduces its template: the old ReplicaSet is reused."""
     t = target()
-    a = rollout.build_deployment(t, state(V1, phase=Phase.PROGRESSING), SETTINGS)
-    b = rollout.build_deployment(
+    a = build_deployment(t, state(V1, phase=Phase.PROGRESSING), SETTINGS)
+    b = build_deployment(
         t,
         RolloutState(
             current=V1, phase=Phase.ROLLED_BACK, started="t9", rolled_back_from=V2, message="x"
         ),
         SETTINGS,
     )
-    c = rollout.build_deployment(t, state(V2), SETTINGS)
+    c = build_deployment(t, state(V2), SETTINGS)
     assert a["spec"]["template"] == b["spec"]["template"]
     assert a["spec"]["template"] != c["spec"]["template"]
     assert a["metadata"]["annotations"] != b["metadata"]["annotations"]
@@ -344,32 +350,32 @@ def test_template_depends_only_on_spec_and_release() -> None:
 
 def test_spec_hash_tracks_spec_not_state() -> None:
     t = target()
-    h1 = rollout.desired_objects(t, state(V1), SETTINGS).spec_hash
-    h2 = rollout.desired_objects(t, state(V1, phase=Phase.AVAILABLE), SETTINGS).spec_hash
-    h3 = rollout.desired_objects(target(replicas=2), state(V1), SETTINGS).spec_hash
-    h4 = rollout.desired_objects(t, state(V2), SETTINGS).spec_hash
+    h1 = desired_objects(t, state(V1), SETTINGS).spec_hash
+    h2 = desired_objects(t, state(V1, phase=Phase.AVAILABLE), SETTINGS).spec_hash
+    h3 = desired_objects(target(replicas=2), state(V1), SETTINGS).spec_hash
+    h4 = desired_objects(t, state(V2), SETTINGS).spec_hash
     assert h1 == h2
     assert len({h1, h3, h4}) == 3
-    d = rollout.desired_objects(t, state(V1), SETTINGS).deployment
+    d = desired_objects(t, state(V1), SETTINGS).deployment
     assert d["metadata"]["annotations"]["kubetrain.dev/spec-hash"] == h1
 
 
 def test_builders_do_not_share_mutable_state() -> None:
     t = target()
-    d1 = rollout.build_deployment(t, state(), SETTINGS)
+    d1 = build_deployment(t, state(), SETTINGS)
     snapshot = copy.deepcopy(d1)
     d1["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "9"
-    assert rollout.build_deployment(t, state(), SETTINGS) == snapshot
+    assert build_deployment(t, state(), SETTINGS) == snapshot
 
 
 # ------------------------------------------------------------------------------ Service/Ingress
 
 
 def test_service() -> None:
-    s = rollout.build_service(target())
+    s = build_service(target())
     assert s["metadata"]["name"] == "digits-serving"
     assert s["spec"]["type"] == "ClusterIP"
-    assert s["spec"]["selector"] == rollout.selector_labels("digits")
+    assert s["spec"]["selector"] == selector_labels("digits")
     assert s["spec"]["ports"] == [
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
     ]
@@ -378,8 +384,8 @@ def test_service() -> None:
 
 def test_no_ingress_without_spec() -> None:
     t = target()
-    assert rollout.build_ingress(t) is None
-    assert rollout.serving_url(t, SETTINGS) == "http://digits-serving.ml.svc.cluster.local"
+    assert build_ingress(t) is None
+    assert serving_url(t, SETTINGS) == "http://digits-serving.ml.svc.cluster.local"
 
 
 def test_ingress_with_tls_and_class() -> None:
@@ -391,7 +397,7 @@ def test_ingress_with_tls_and_class() -> None:
             "tlsSecretName": "digits-tls",
         }
     )
-    ing = rollout.build_ingress(t)
+    ing = build_ingress(t)
     assert ing is not None
     assert ing["apiVersion"] == "networking.k8s.io/v1"
     spec = ing["spec"]
@@ -402,16 +408,16 @@ def test_ingress_with_tls_and_class() -> None:
     [path] = rule["http"]["paths"]
     assert path["path"] == "/mnist" and path["pathType"] == "Prefix"
     assert path["backend"] == {"service": {"name": "digits-serving", "port": {"name": "http"}}}
-    assert rollout.serving_url(t, SETTINGS) == "https://digits.example.com/mnist"
+    assert serving_url(t, SETTINGS) == "https://digits.example.com/mnist"
 
 
 def test_ingress_without_tls_or_class() -> None:
     t = target(ingress={"host": "digits.example.com"})
-    ing = rollout.build_ingress(t)
+    ing = build_ingress(t)
     assert ing is not None
     assert "tls" not in ing["spec"] and "ingressClassName" not in ing["spec"]
     assert ing["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/"
-    assert rollout.serving_url(t, SETTINGS) == "http://digits.example.com/"
+    assert serving_url(t, SETTINGS) == "http://digits.example.com/"
 
 
 # ------------------------------------------------------------------------------ state
@@ -431,5 +437,5 @@ def test_state_annotations_round_trip() -> None:
     assert RolloutState.from_annotations(s2.annotations()) == s2
     assert RolloutState.from_annotations({}) is None
     assert RolloutState.from_annotations(None) is None
-    garbled = {**s2.annotations(), rollout.ANN_PHASE: "Weird"}
+    garbled = {**s2.annotations(), ANN_PHASE: "Weird"}
     assert RolloutState.from_annotations(garbled).phase == Phase.PROGRESSING  # type: ignore[union-attr]

@@ -18,10 +18,14 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes.client import ApiException
 from kubetrain_contract import TrainResult
-from kubetrain_operator import rollout, rollout_apply
-from kubetrain_operator.rollout import RolloutSettings
+from kubetrain_operator.kube import Kube, KubeError
+from kubetrain_operator.serving_rollout import apply
+from kubetrain_operator.serving_rollout.errors import RolloutError
+from kubetrain_operator.serving_rollout.observe import observe
+from kubetrain_operator.serving_rollout.spec import parse_target
+from kubetrain_operator.serving_rollout.state import ANN_BENTO_URI, RolloutState
+from kubetrain_operator.settings import RolloutSettings
 
 from tests.support.stub import StubWorkload
 from tests.support.wait import wait_for
@@ -50,7 +54,7 @@ def contains(big: Any, small: Any) -> bool:
 @pytest.fixture(scope="session")
 def crd(kube: Any) -> None:
     """The real DatasetWatch CRD from the chart (the owner of every serving object)."""
-    k = rollout_apply.Kube(kube, 30)
+    k = Kube(kube, timeout=30)
     name = "datasetwatches.kubetrain.dev"
     if CRD_FILE.exists():
         doc = yaml.safe_load(CRD_FILE.read_text())
@@ -82,7 +86,7 @@ class Env:
     ) -> None:
         self.api = kube
         self.stub = stub
-        self.k = rollout_apply.Kube(kube, 30)
+        self.k = Kube(kube, timeout=30)
         self.platform = platform
         self.ns = namespace
         self.bucket = bucket
@@ -141,7 +145,7 @@ class Env:
                     "spec": spec,
                 },
             )
-        except ApiException as exc:
+        except KubeError as exc:
             if exc.status == 404:  # CRD just established; discovery not caught up yet
                 return None
             raise
@@ -173,11 +177,11 @@ class Env:
     # -- actions under test -----------------------------------------------------------
     def promote(self, version: int, promoted: bool = True) -> dict[str, Any] | None:
         return self._report(
-            rollout_apply.on_promoted(self.api, self.body, self.result(version, promoted), SETTINGS)
+            apply.on_promoted(self.k, self.body, self.result(version, promoted), SETTINGS)
         )
 
     def check(self) -> dict[str, Any] | None:
-        return self._report(rollout_apply.check(self.api, self.body, SETTINGS))
+        return self._report(apply.check(self.k, self.body, SETTINGS))
 
     def result(self, version: int, promoted: bool = True) -> TrainResult:
         return TrainResult(
@@ -206,7 +210,7 @@ class Env:
         )
 
     def replicasets(self) -> list[dict[str, Any]]:
-        return self.k.list(
+        return self.k.list_items(
             f"/apis/apps/v1/namespaces/{self.ns}/replicasets",
             f"app.kubernetes.io/instance={self.name}",
         )
@@ -214,7 +218,7 @@ class Env:
     def replicaset_of(self, version: int) -> dict[str, Any] | None:
         for rs in self.replicasets():
             ann = rs["spec"]["template"]["metadata"].get("annotations") or {}
-            if ann.get(rollout.ANN_BENTO_URI) == self.uri(version):
+            if ann.get(ANN_BENTO_URI) == self.uri(version):
                 return rs
         return None
 
@@ -240,7 +244,7 @@ class Env:
             rs = self.replicaset_of(version)
             if rs is None:
                 return []
-            items = self.k.list(
+            items = self.k.list_items(
                 f"/api/v1/namespaces/{self.ns}/pods", f"app.kubernetes.io/instance={self.name}"
             )
             return [
@@ -263,9 +267,9 @@ class Env:
         def complete() -> dict[str, Any] | None:
             dep = self.deployment()
             assert dep is not None
-            ok = rollout.observe(dep).complete and dep["spec"]["template"]["metadata"][
-                "annotations"
-            ][rollout.ANN_BENTO_URI] == self.uri(version)
+            ok = observe(dep).complete and dep["spec"]["template"]["metadata"]["annotations"][
+                ANN_BENTO_URI
+            ] == self.uri(version)
             return dep if ok else None
 
         return wait_for(complete, what=f"Deployment rolled out to v{version}")
@@ -460,7 +464,7 @@ def test_nothing_is_touched_when_not_promoted(env: Env) -> None:
     env.create_watch({"ingress": {"host": "digits.example.com"}})
     assert env.promote(1, promoted=False) is None
     failed = TrainResult(status="failed", reason="bad input", promoted=False)
-    assert rollout_apply.on_promoted(env.api, env.body, failed, SETTINGS) is None
+    assert apply.on_promoted(env.k, env.body, failed, SETTINGS) is None
     assert env.check() is None
     assert env.deployment() is None and env.service() is None and env.ingress() is None
     assert env.events() == []
@@ -501,7 +505,7 @@ def test_rollback_when_the_new_replicaset_misses_its_deadline(env: Env) -> None:
         # The previous model serves throughout: v1's ReplicaSet stays available.
         rs = env.replicaset_of(1)
         assert rs is not None and (rs["status"].get("availableReplicas") or 0) == 1
-        return dep if rollout.observe(dep).deadline_exceeded else None
+        return dep if observe(dep).deadline_exceeded else None
 
     before_check = env.check()  # before the deadline: still rolling out, nothing rolled back
     assert before_check is not None and before_check["phase"] == "Progressing"
@@ -524,7 +528,7 @@ def test_rollback_when_the_new_replicaset_misses_its_deadline(env: Env) -> None:
 
     # The controller re-uses v1's ReplicaSet (same template), whose pod never stopped.
     dep = env.wait_complete(1)
-    assert rollout.observe(dep, env.replicasets()).new_replicaset == rs1["metadata"]["name"]
+    assert observe(dep, env.replicasets()).new_replicaset == rs1["metadata"]["name"]
     status = env.check()
     assert status is not None and status["phase"] == "RolledBack"
     assert conditions(status)["Progressing"]["reason"] == "RolloutComplete"
@@ -563,7 +567,7 @@ def test_history_limit_deletes_old_bentos_but_never_serving_or_previous(
 
     # v4 misses its deadline: back to v3, which is now older than v4 ...
     wait_for(
-        lambda: rollout.observe(env.deployment() or {}).deadline_exceeded,
+        lambda: observe(env.deployment() or {}).deadline_exceeded,
         timeout=60,
         what="ProgressDeadlineExceeded",
     )
@@ -590,12 +594,12 @@ def test_stale_writes_conflict_and_foreign_objects_are_not_taken_over(env: Env) 
     assert dep is not None
     stale = dep["metadata"]["resourceVersion"]
     env.promote(2)
-    target = rollout.parse_target(env.body, SETTINGS)
-    state = rollout.RolloutState.from_annotations(dep["metadata"]["annotations"])
+    target = parse_target(env.body, SETTINGS)
+    state = RolloutState.from_annotations(dep["metadata"]["annotations"])
     assert state is not None
     # A write computed from an old read loses (another replica acted meanwhile) ...
-    with pytest.raises(rollout_apply._Conflict):
-        rollout_apply._apply_all(env.k, target, state, SETTINGS, stale)
+    with pytest.raises(apply._Conflict):
+        apply._apply_all(env.k, target, state, SETTINGS, stale)
     assert env.container()["args"][1] == env.uri(2)
 
     # ... and a Service of the same name that this watch does not own is left alone.
@@ -611,7 +615,7 @@ def test_stale_writes_conflict_and_foreign_objects_are_not_taken_over(env: Env) 
             "spec": {"selector": {"app": "other"}, "ports": [{"port": 8080}]},
         },
     )
-    with pytest.raises(rollout_apply.RolloutError, match="not owned by DatasetWatch"):
+    with pytest.raises(RolloutError, match="not owned by DatasetWatch"):
         env.promote(3)
     svc = env.service()
     assert svc is not None and svc["spec"]["selector"] == {"app": "other"}
