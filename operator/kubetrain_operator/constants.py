@@ -2,19 +2,21 @@
 
 One module, so the API version in an ownerReference, the group a kopf handler watches and
 the labels a selector matches cannot drift apart. Plain values only: importing this module
-does no I/O and pulls in nothing (the pure modules depend on it).
+does no I/O and pulls in only the stdlib-only contract (the pure modules depend on it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+from kubetrain_contract import API_VERSION
+
 # -- the DatasetWatch CRD ---------------------------------------------------------------
-GROUP = "kubetrain.dev"
-VERSION = "v1alpha1"
+# The contract owns the API version (its snapshot manifests carry it too); group and
+# version are its two halves.
+GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "datasetwatches"
 KIND = "DatasetWatch"
-API_VERSION = f"{GROUP}/{VERSION}"
 
 # -- labels -----------------------------------------------------------------------------
 # Recommended labels (kubernetes.io/docs/concepts/overview/working-with-objects/common-labels)

@@ -21,10 +21,11 @@ from typing import Any
 
 import kubetrain_contract as contract
 
+from kubetrain_operator.constants import LABEL_MANAGED_BY, MANAGED_BY
+from kubetrain_operator.constants import LABEL_RUN as LABEL_RUN
+from kubetrain_operator.constants import LABEL_WATCH as LABEL_WATCH
 from kubetrain_operator.spec import API_VERSION, KIND, WatchSpec
 
-LABEL_WATCH = "kubetrain.dev/watch"
-LABEL_RUN = "kubetrain.dev/run"
 ANN_MANIFEST = "kubetrain.dev/manifest"
 ANN_MANIFEST_KEY = "kubetrain.dev/manifest-key"
 ANN_DIGEST = "kubetrain.dev/dataset-digest"
@@ -64,7 +65,7 @@ def owner_reference(spec: WatchSpec) -> dict[str, Any]:
 
 
 def selector_labels(watch: str) -> dict[str, str]:
-    return {"app.kubernetes.io/managed-by": "kubetrain-operator", LABEL_WATCH: watch}
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_WATCH: watch}
 
 
 def _env(name: str, value: str) -> dict[str, Any]:

@@ -12,6 +12,10 @@ Nothing else in the package reads the environment, so what the operator does is 
 described by this object (it is logged once at startup; the only secret, the webhook
 token, is env-only and not in its repr; MinIO credentials come from each DatasetWatch's
 Secret).
+
+Why one module of this length: over half of it is the fields and their help texts, and the
+rest generates the parser, the environment lookup and the docs table from those fields. It
+stays one module so that a setting is described in exactly one place.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kubetrain_operator.constants import rfc3339
 from kubetrain_operator.tally import LabelCounts
 
 PHASE_PENDING = "Pending"
@@ -36,14 +37,8 @@ RESULT_FAILED = "Failed"
 
 
 def iso(ts: float | dt.datetime | None, *, millis: bool = False) -> str | None:
-    """RFC 3339 UTC ("...Z"); seconds precision unless `millis`."""
-    if ts is None:
-        return None
-    when = ts if isinstance(ts, dt.datetime) else dt.datetime.fromtimestamp(ts, dt.UTC)
-    when = when.astimezone(dt.UTC)
-    if millis:
-        return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """`constants.rfc3339` of TS, except that a missing time stays missing (None)."""
+    return None if ts is None else rfc3339(ts, millis=millis)
 
 
 def parse_time(text: Any) -> float | None:

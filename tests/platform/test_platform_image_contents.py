@@ -64,6 +64,9 @@ def test_image_holds_the_product_only(rootfs: Path, request: pytest.FixtureReque
     [site] = list(venv.glob("lib/python3*/site-packages"))
     found = {p.name for p in site.glob("kubetrain_*") if p.is_dir()}
     assert found == packages, f"{name} image: kubetrain packages {sorted(found)}"
+    if name == "operator":
+        heavy = sorted(n for n in ("tensorflow", "mlflow", "bentoml") if (site / n).exists())
+        assert heavy == [], f"operator image carries {heavy}"
     bins = {p.name for p in (venv / "bin").glob("kubetrain-*")}
     assert bins == scripts, f"{name} image: console scripts {sorted(bins)}"
     # Nothing of the harness anywhere in the venv or the source copy of the build stage.

@@ -34,6 +34,10 @@ entries of OUT are never labels, and `upload` skips them.
 R, `random.Random(seed)`), which needs only the N kept rows per label in memory (plus the
 digests of rows seen, to ignore duplicates); the kept rows are written at the end. The
 sample depends only on the CSV and the seed, so re-runs stay idempotent.
+
+Why one module of this length: the main-process pipeline, the worker side and the output's
+staging, commit and resume share the chunk protocol and the output layout defined here.
+Parsing and PNG encoding already live in csvformat.py and pngio.py.
 """
 
 from __future__ import annotations

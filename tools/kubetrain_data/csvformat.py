@@ -35,6 +35,10 @@ outside 0..255. A test generates mixed lines and checks both paths agree line by
 Row numbers are 1-based data-row numbers as a person counts them: the line number in the
 file minus the header line. Blank lines are ignored but keep their number, so row N is
 always line N (or N+1 with a header) in an editor.
+
+Why one module of this length: layout detection, chunking and row parsing (the numpy fast
+path and its per-line fallback) make up one format's reader and share its tokenising
+helpers. Much of the length is error handling that names the row and the column.
 """
 
 from __future__ import annotations
