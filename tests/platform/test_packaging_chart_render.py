@@ -39,7 +39,7 @@ HELM = gen_manifests.find_helm()
 def _need_helm() -> None:
     # A missing build is a loud failure, never a skip.
     if HELM is None:
-        pytest.fail("helm binary not built: run `make binaries` (tools/platform/build.sh)")
+        pytest.fail("helm binary not built: run `make binaries` (tools/harness/platform/build.sh)")
 
 
 POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Pod"}
@@ -850,7 +850,7 @@ def test_manifests_match_the_chart() -> None:
     delta = gen_manifests.diff(expected, actual)
     assert not delta, (
         "manifests/ is out of date with charts/kubetrain; run "
-        f"`.venv/bin/python tools/gen_manifests.py`:\n{delta[:4000]}"
+        f"`.venv/bin/python tools/harness/gen_manifests.py`:\n{delta[:4000]}"
     )
 
 
@@ -873,7 +873,7 @@ def test_chart_renders_with_what_skaffold_would_set() -> None:
     the operator's default training image."""
     helm = gen_manifests.find_helm()
     if helm is None:
-        pytest.fail("helm binary not built: run `make binaries` (tools/platform/build.sh)")
+        pytest.fail("helm binary not built: run `make binaries` (tools/harness/platform/build.sh)")
     fake = {
         "kubetrain-operator:REPO": "registry.example/kt/kubetrain-operator",
         "kubetrain-operator:TAG": "abc1234",

@@ -1,6 +1,6 @@
 """`skaffold build` and `skaffold run` with the `kubetrain-local` profile, for real.
 
-skaffold v2 is built here from source (tools/platform/build.sh); its custom builder runs
+skaffold v2 is built here from source (tools/harness/platform/build.sh); its custom builder runs
 `kubetrain-platform publish`, which builds with buildah and pushes to the platform's registry.
 The release then runs on the real node: every pod Running with the images skaffold built.
 """

@@ -1,5 +1,5 @@
 """What the built product images really contain: the product's packages and console scripts,
-never the test harness (tools/kubetrain_platform, kubetrain_loadgen, bench) or another
+never the test harness (tools/harness/kubetrain_platform, kubetrain_loadgen, bench) or another
 component.
 
 The static checks of the Dockerfiles (tests/unit/test_packaging_dockerfiles.py) read what

@@ -3,7 +3,7 @@
 A private `registry serve` on a free loopback port with its own storage; the small binary
 images (pause, CoreDNS) are built with buildah, pushed, found by the registry, skipped on the
 second run, and pulled back. Uses buildah's default storage, so an image built earlier on this
-machine is only pushed, not rebuilt. Missing binaries are a loud error (tools/platform/build.sh).
+machine is only pushed, not rebuilt. Missing binaries are a loud error (tools/harness/platform/build.sh).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = BIN / "registry"
-    assert binary.exists(), f"{binary} missing: run tools/platform/build.sh registry"
+    assert binary.exists(), f"{binary} missing: run tools/harness/platform/build.sh registry"
     work = tmp_path_factory.mktemp("registry")
     port = free_port()
     write_registry_config(work / "config.yml", port=port, storage=work / "storage")

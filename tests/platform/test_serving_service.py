@@ -30,7 +30,7 @@ from kubetrain_platform.platform import free_port
 
 pytestmark = [pytest.mark.platform, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MODEL_VERSION = "3"
 MAX_BODY = 256 * 1024
 MAX_IMAGES = 32
@@ -103,7 +103,7 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     env.update(
         BENTOML_HOME=str(home),
         BENTOML_DO_NOT_TRACK="true",
-        PYTHONPATH=os.pathsep.join(str(REPO / p) for p in ("serving", "tools")),
+        PYTHONPATH=os.pathsep.join(str(REPO / p) for p in ("serving", "tools", "tools/harness")),
         TF_CPP_MIN_LOG_LEVEL="2",
     )
     env.update(extra)

@@ -1,5 +1,5 @@
 """charts/kubetrain/README.md is generated from values.yaml: it must not drift, and the
-generator must document every value or refuse (tools/gen_chart_readme.py)."""
+generator must document every value or refuse (tools/harness/gen_chart_readme.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_readme_matches_values_yaml() -> None:
     delta = gen_chart_readme.diff(expected, actual)
     assert not delta, (
         "charts/kubetrain/README.md is out of date with values.yaml; run "
-        f"`.venv/bin/python tools/gen_chart_readme.py`:\n{delta[:4000]}"
+        f"`.venv/bin/python tools/harness/gen_chart_readme.py`:\n{delta[:4000]}"
     )
 
 

@@ -7,7 +7,7 @@ the operator's Job pods use), dependencies and project are separate layers, ever
 exists and survives .dockerignore, each image copies only its own product packages (never the
 test harness) and every kubetrain package their code imports, and the requirement closure of
 each image is fully pinned by requirements/constraints.txt. hadolint lints every Dockerfile,
-including the platform-only ones in tools/platform/images/.
+including the platform-only ones in tools/harness/platform/images/.
 """
 
 from __future__ import annotations
@@ -295,8 +295,8 @@ def test_package_scan_sees_every_kubetrain_package() -> None:
         "kubetrain_trainer": "trainer/kubetrain_trainer",
         "kubetrain_serving": "serving/kubetrain_serving",
         "kubetrain_data": "tools/kubetrain_data",
-        "kubetrain_loadgen": "tools/kubetrain_loadgen",
-        "kubetrain_platform": "tools/kubetrain_platform",
+        "kubetrain_loadgen": "tools/harness/kubetrain_loadgen",
+        "kubetrain_platform": "tools/harness/kubetrain_platform",
     }
 
 
@@ -430,7 +430,7 @@ def test_dockerignore_keeps_secrets_state_and_caches_out() -> None:
         "operator/kubetrain_operator/__pycache__/main.cpython-311.pyc",
         "kubetrain.egg-info/PKG-INFO",
         "charts/kubetrain/values.yaml",
-        "tools/platform/build.sh",
+        "tools/harness/platform/build.sh",
     ):
         assert dockerignore_excluded(rel, patterns), rel
     for rel in (
@@ -535,7 +535,7 @@ def test_hadolint_finds_nothing(image: str, tmp_path: Path) -> None:
 
 PLATFORM_DOCKERFILES = sorted(
     [
-        *(REPO / "tools" / "platform" / "images").glob("Dockerfile.*"),
+        *(REPO / "tools" / "harness" / "platform" / "images").glob("Dockerfile.*"),
         *(REPO / "tests" / "images").glob("Dockerfile.*"),  # the tests' scripted workload
     ]
 )

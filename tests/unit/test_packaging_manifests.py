@@ -1,7 +1,7 @@
 """manifests/ is a rendering of the chart: it must stand on its own.
 
 These tests read the files as a kubectl user gets them, and need no binary. The drift tests
-(re-render the chart exactly like `tools/gen_manifests.py` and compare) need helm and are in
+(re-render the chart exactly like `tools/harness/gen_manifests.py` and compare) need helm and are in
 tests/platform/test_packaging_chart_render.py. The examples are hand-written; their validity
 against the real CRD is a platform test (server-side dry run).
 """
@@ -42,7 +42,7 @@ def test_manifests_crds_are_the_charts_crd_files() -> None:
     for crd in chart:
         assert by_name[crd["metadata"]["name"]] == crd, (
             f"manifests/10-crds.yaml differs from the chart's {crd['metadata']['name']}; run "
-            "`.venv/bin/python tools/gen_manifests.py`"
+            "`.venv/bin/python tools/harness/gen_manifests.py`"
         )
 
 

@@ -111,10 +111,10 @@ def test_repository_contexts() -> None:
     assert "operator/kubetrain_contract/__init__.py" in files
     # Only the operator's packages: a trainer, serving or harness edit keeps its tag.
     assert not [f for f in files if f.startswith(("tools/", "trainer/", "serving/"))]
-    assert not [f for f in files if f.startswith(("tools/platform/", "tools/bench/"))]
+    assert not [f for f in files if f.startswith("tools/harness/")]
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
     assert not [f for f in files if ".egg-info" in f]
-    mlflow = REPO / "tools" / "platform" / "images" / "Dockerfile.mlflow"
+    mlflow = REPO / "tools" / "harness" / "platform" / "images" / "Dockerfile.mlflow"
     assert sorted(context_files(REPO, mlflow)) == [
         "requirements/constraints.txt",
         "requirements/mlflow.txt",
@@ -133,8 +133,8 @@ def test_dockerignore_matches_dockers_rules() -> None:
         ".kubetrain/platform.env",
         "tests/conftest.py",
         "charts/kubetrain/values.yaml",
-        "tools/platform/build.sh",
-        "tools/platform/images/Dockerfile.mlflow",
+        "tools/harness/platform/build.sh",
+        "tools/harness/platform/images/Dockerfile.mlflow",
         "operator/kubetrain_operator/__pycache__/main.cpython-311.pyc",
         "kubetrain.egg-info/PKG-INFO",
         "operator/x.env",
@@ -184,7 +184,7 @@ def test_missing_or_dynamic_binary_names_the_build_target(tmp_path: Path) -> Non
     # Every ImageSet field has a spec; the tests' stub is the one extra, never built by "all".
     assert {s.name for s in builder.specs if not s.for_tests} == {f.name for f in fields(ImageSet)}
     assert [s.name for s in builder.specs if s.for_tests] == ["stub"]
-    with pytest.raises(ImageError, match=r"tools/platform/build\.sh coredns"):
+    with pytest.raises(ImageError, match=r"tools/harness/platform/build\.sh coredns"):
         builder.refs(["coredns"])
     (tmp_path / "bin").mkdir()
     os.symlink("/bin/sh", tmp_path / "bin" / "pause")  # dynamically linked

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # two subprocesses importing BentoML (several seconds each)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 SCRIPT = r"""
 import json
@@ -37,7 +37,9 @@ def _run(tmp_path: Path, **extra: str) -> dict[str, object]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
     env.update(BENTOML_HOME=str(tmp_path / "empty-home"), BENTOML_DO_NOT_TRACK="true", **extra)
-    env["PYTHONPATH"] = os.pathsep.join(str(REPO / p) for p in ("serving", "tools"))
+    env["PYTHONPATH"] = os.pathsep.join(
+        str(REPO / p) for p in ("serving", "tools", "tools/harness")
+    )
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120
     )

@@ -115,7 +115,9 @@ class NodeHost:
             problems.append("the local node must run as root (it creates a bridge and cgroups)")
         for name in ("containerd", "containerd-shim-runc-v2", "runc", "kubelet", "kube-proxy"):
             if not (self.bin / name).exists():
-                problems.append(f"{self.bin / name} is not built: run tools/platform/build.sh")
+                problems.append(
+                    f"{self.bin / name} is not built: run tools/harness/platform/build.sh"
+                )
         if problems:
             raise NodeError("the local node cannot start:\n  - " + "\n  - ".join(problems))
 

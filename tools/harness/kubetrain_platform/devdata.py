@@ -8,7 +8,7 @@ into what the operator would hand the trainer: PNG objects under
 shifted/rotated copies for timing; copies of one digit land in different splits, so
 accuracy on such a set flatters the model and is only a throughput figure.
 
-Harness only (tests/platform and tools/bench import it); not part of any product image.
+Harness only (tests/platform and tools/harness/bench import it); not part of any product image.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from kubetrain_platform.node import LOCK, NodeError, NodeHost, pid_alive, read_l
 from kubetrain_platform.node import write_if_changed as node_write
 from kubetrain_platform.nodeconf import NodeLayout
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_PORTS: dict[str, int] = {
     "etcd": 32379,
     "etcd-peer": 32380,
@@ -359,7 +359,7 @@ class Platform:
         path = self.bin / name
         if not path.exists():
             raise PlatformError(
-                f"{name} is not built ({path} missing): run tools/platform/build.sh (make binaries)"
+                f"{name} is not built ({path} missing): run tools/harness/platform/build.sh (make binaries)"
             )
         return str(path)
 

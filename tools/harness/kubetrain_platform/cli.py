@@ -17,7 +17,7 @@ from kubetrain_platform.platform import DEFAULT_PORTS, REPO_ROOT, Platform, Plat
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kubetrain-platform",
-        description="Run the local kubetrain platform from binaries built by tools/platform/build.sh: "
+        description="Run the local kubetrain platform from binaries built by tools/harness/platform/build.sh: "
         "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, MinIO and MLflow on "
         "127.0.0.1, and a real node (containerd, runc, CNI bridge, kubelet, kube-proxy, CoreDNS, "
         "Traefik on 127.0.0.1) pulling images from a local registry.",

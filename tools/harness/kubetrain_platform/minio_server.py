@@ -1,7 +1,7 @@
 """A MinIO server of its own, beside the platform's: for tests that kill and restart MinIO
 and for benchmarks that need extra webhook targets.
 
-Same binary as the platform (built from source by tools/platform/build.sh), loopback only,
+Same binary as the platform (built from source by tools/harness/platform/build.sh), loopback only,
 free ports, `MINIO_UPDATE=off`, no console UI. Each webhook target is enabled without a
 queue dir, so MinIO posts events as they happen and drops them when the receiver (or the
 target itself, right after a restart) is not reachable -- the behaviour the operator's

@@ -20,7 +20,7 @@ loaded machine wall time mostly measures the wait for a CPU, CPU time much less 
    parsing and no hashing.
    Goals: (a) at least 3x faster than (b); (a) at most 1.5x the time of (c).
 6. Upload objects/s to MinIO, 1 worker against N workers (same files, fresh prefixes).
-   Needs the platform env file named by KUBETRAIN_PLATFORM_ENV (tools/bench/run.py sets
+   Needs the platform env file named by KUBETRAIN_PLATFORM_ENV (tools/harness/bench/run.py sets
    it); `--no-upload` skips this part explicitly. The bucket is removed afterwards.
 
 Deleting files is what the benchmark avoids. On an ext4 file system without a journal
@@ -33,7 +33,7 @@ file normally, 150-500 us in the minutes after deleting 500,000 files; `perf` sh
 end, each timed run starts after an (untimed) `sync`, and two runs of this benchmark (or
 of anything that deletes a big dataset) should be six minutes apart.
 
-    python tools/bench/bench_data.py [--rows 60000] [--workers N] [--repeat 2]
+    python tools/harness/bench/bench_data.py [--rows 60000] [--workers N] [--repeat 2]
                                      [--upload-files 2000] [--upload-workers 8]
                                      [--no-upload] [--tmp DIR]
 """
@@ -60,8 +60,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-REPO = Path(__file__).resolve().parents[2]
-for sub in ("operator", "tools"):
+REPO = Path(__file__).resolve().parents[3]
+for sub in ("operator", "tools", "tools/harness"):
     if str(REPO / sub) not in sys.path:
         sys.path.insert(0, str(REPO / sub))
 

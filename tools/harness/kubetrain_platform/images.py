@@ -15,9 +15,9 @@ registry, and only the layers it does not have yet.
   strip recipe, so a changed list builds a new base and an unchanged one is never rebuilt.
   The base is only made when an image that needs it has to be built.
 * **Images from Dockerfiles.** The project's ``Dockerfile.operator`` and ``Dockerfile.trainer``
-  and the platform-only files in ``tools/platform/images/`` (MLflow server, MinIO, CoreDNS,
+  and the platform-only files in ``tools/harness/platform/images/`` (MLflow server, MinIO, CoreDNS,
   Traefik, pause) all take the base as ``--build-arg BASE_IMAGE=...``. The binary images are
-  ``FROM scratch`` plus one static Go (or C) binary from ``tools/platform/build.sh``; their
+  ``FROM scratch`` plus one static Go (or C) binary from ``tools/harness/platform/build.sh``; their
   build context is a staging directory holding just that binary.
 * **Tags by content.** An image's tag is a hash of everything its build reads: the
   Dockerfile, the build arguments (which name the base by its hash), and every file the
@@ -493,7 +493,7 @@ class ImageBuilder:
     ) -> None:
         """REGISTRY is ``127.0.0.1:PORT`` of a running plain-HTTP registry. Base tarballs,
         staging contexts and logs go under ``CACHE_DIR/images``; BIN_DIR holds the binaries
-        of tools/platform/build.sh. COMPRESSION of pushed layers: ``gzip`` or ``zstd``."""
+        of tools/harness/platform/build.sh. COMPRESSION of pushed layers: ``gzip`` or ``zstd``."""
         if compression not in ("gzip", "zstd"):
             raise ValueError(f"compression must be gzip or zstd, not {compression!r}")
         self.registry = registry
@@ -505,7 +505,7 @@ class ImageBuilder:
         self.report: list[ImageReport] = []
         self._digests: dict[str, str] = {}
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        images = self.repo_root / "tools" / "platform" / "images"
+        images = self.repo_root / "tools" / "harness" / "platform" / "images"
         root = self.repo_root
         self.specs: tuple[ImageSpec, ...] = (
             ImageSpec("pause", "kubetrain-pause", images / "Dockerfile.pause", None, "pause"),
@@ -619,7 +619,7 @@ class ImageBuilder:
     def _binary(self, spec: ImageSpec) -> Path:
         assert spec.binary is not None
         path = self.bin_dir / spec.binary
-        target = f"tools/platform/build.sh {spec.binary}"
+        target = f"tools/harness/platform/build.sh {spec.binary}"
         if not path.exists():
             raise ImageError(
                 f"{spec.name} image: {path} is missing; build it with `{target}`"

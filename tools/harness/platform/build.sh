@@ -6,7 +6,7 @@
 # second. Module and build caches are Go's own (GOMODCACHE, GOCACHE), which also
 # survive between runs. Versions are pinned here and nowhere else.
 #
-# Usage: tools/platform/build.sh [TARGET ...]   (default: every target in DEFAULT_TARGETS)
+# Usage: tools/harness/platform/build.sh [TARGET ...]   (default: every target in DEFAULT_TARGETS)
 #   targets: etcd kubernetes minio helm containerd runc coredns traefik registry pause skaffold
 set -euo pipefail
 
@@ -232,7 +232,7 @@ build_containerd() {
 build_runc() {
   built runc "$RUNC_VERSION" && { log "runc $RUNC_VERSION cached"; return; }
   { command -v gcc && pkg-config --exists libseccomp; } >/dev/null 2>&1 || {
-    echo "error: runc needs cgo and libseccomp: install gcc, pkg-config and libseccomp-dev (tools/platform/ensure-system.sh does)" >&2
+    echo "error: runc needs cgo and libseccomp: install gcc, pkg-config and libseccomp-dev (tools/harness/platform/ensure-system.sh does)" >&2
     exit 3
   }
   log "building runc $RUNC_VERSION (cgo + seccomp; ~25-40 s cold)"
@@ -276,7 +276,7 @@ build_registry() {
 build_pause() {
   built pause "$PAUSE_VERSION" && { log "pause $PAUSE_VERSION cached"; return; }
   { command -v gcc && compgen -G '/usr/lib/*-linux-gnu*/libc.a'; } >/dev/null 2>&1 || {
-    echo "error: pause is a static C binary: install gcc and libc6-dev (tools/platform/ensure-system.sh does)" >&2
+    echo "error: pause is a static C binary: install gcc and libc6-dev (tools/harness/platform/ensure-system.sh does)" >&2
     exit 3
   }
   log "building pause $PAUSE_VERSION (kubernetes' pause.c, gcc -static; ~1 s once the k8s.io/kubernetes module is cached)"
@@ -285,7 +285,7 @@ build_pause() {
   [ -f "$kdir/build/pause/linux/pause.c" ] || { echo "error: no build/pause/linux/pause.c in k8s.io/kubernetes@$K8S_VERSION" >&2; exit 4; }
   tag=$(sed -n 's/^TAG ?= *//p' "$kdir/build/pause/Makefile")
   [ "$tag" = "$PAUSE_TAG" ] || {
-    echo "error: kubernetes $K8S_VERSION ships pause $tag, but PAUSE_TAG is $PAUSE_TAG: update PAUSE_TAG in tools/platform/build.sh" >&2
+    echo "error: kubernetes $K8S_VERSION ships pause $tag, but PAUSE_TAG is $PAUSE_TAG: update PAUSE_TAG in tools/harness/platform/build.sh" >&2
     exit 2
   }
   mkdir -p "$BIN/pause-$PAUSE_VERSION"

@@ -21,7 +21,7 @@ Needs the platform (env file named by KUBETRAIN_PLATFORM_ENV, default
 on loopback. The resync buckets `kubetrain-bench-<N>` live in .kubetrain/bench/minio-resync
 and are kept between runs (uploading 100k objects takes minutes) unless --fresh.
 
-    python tools/bench/bench_operator.py [--rates 100,200] [--seconds 10] [--sizes 10000,100000]
+    python tools/harness/bench/bench_operator.py [--rates 100,200] [--seconds 10] [--sizes 10000,100000]
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from kubetrain_platform.platform import free_port
 BENCH_CREDENTIALS = ("kubetrain-bench", "kubetrain-bench-secret")
 """Root user and password of the benchmark's own MinIO servers (loopback only)."""
 
-REPO = Path(__file__).resolve().parents[2]
-for sub in ("operator", "tools"):
+REPO = Path(__file__).resolve().parents[3]
+for sub in ("operator", "tools", "tools/harness"):
     if str(REPO / sub) not in sys.path:
         sys.path.insert(0, str(REPO / sub))
 

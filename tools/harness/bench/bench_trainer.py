@@ -19,9 +19,9 @@ Caveat printed with the 60k figures: jittered copies of one digit land in differ
 splits (the split hashes the key), so 60k test accuracy is optimistic.
 
 Needs MinIO and MLflow: reads the platform from the env file named by
-KUBETRAIN_PLATFORM_ENV (tools/bench/run.py starts a private platform and sets it).
+KUBETRAIN_PLATFORM_ENV (tools/harness/bench/run.py starts a private platform and sets it).
 
-    python tools/bench/bench_trainer.py [--quick] [--sizes 5000,60000] [--epochs 15]
+    python tools/harness/bench/bench_trainer.py [--quick] [--sizes 5000,60000] [--epochs 15]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 
 from kubetrain_platform.envfile import read_env_file
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def say(msg: str) -> None:
@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     env_file = os.environ.get("KUBETRAIN_PLATFORM_ENV")
     if not env_file:
         print(
-            "bench_trainer: set KUBETRAIN_PLATFORM_ENV (tools/bench/run.py does)", file=sys.stderr
+            "bench_trainer: set KUBETRAIN_PLATFORM_ENV (tools/harness/bench/run.py does)",
+            file=sys.stderr,
         )
         return 2
     platform = read_env_file(env_file)

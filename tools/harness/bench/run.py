@@ -1,4 +1,4 @@
-"""Run every benchmark (`tools/bench/bench_*.py`) against a private local platform.
+"""Run every benchmark (`tools/harness/bench/bench_*.py`) against a private local platform.
 
 Benchmarks print each figure next to a baseline measured in the same run, as a ratio.
 This runner only orchestrates: it starts a platform on free ports in a temporary state
@@ -6,7 +6,7 @@ dir (so it never disturbs a running demo), exports KUBETRAIN_PLATFORM_ENV, runs 
 benchmark as its own process (so one crash does not hide the others), and keeps a copy
 of the output under .kubetrain/bench/.
 
-Usage: python tools/bench/run.py [NAME ...] [-- ARGS passed to each benchmark]
+Usage: python tools/harness/bench/run.py [NAME ...] [-- ARGS passed to each benchmark]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = HERE.parents[2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         if not benches:
             print(f"bench: no benchmark named {args}", file=sys.stderr)
             return 2
-    sys.path.insert(0, str(REPO / "tools"))
+    sys.path.insert(0, str(REPO / "tools" / "harness"))
     from kubetrain_platform.platform import Platform
 
     out_dir = REPO / ".kubetrain" / "bench"

@@ -19,7 +19,7 @@ goals: >= 3x the baseline's images/s at concurrency 64, and p99 < 50 ms at
 concurrency 8. The machine's load average is printed too: on a shared machine the
 absolute numbers move with it; the ratios much less.
 
-Usage: python tools/bench/bench_serving.py [--seconds 8] [--concurrency 1,8,64] [--batch 16]
+Usage: python tools/harness/bench/bench_serving.py [--seconds 8] [--concurrency 1,8,64] [--batch 16]
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from typing import Any
 
 from kubetrain_platform.platform import free_port
 
-REPO = Path(__file__).resolve().parents[2]
-for _sub in ("serving", "tools", "trainer"):
+REPO = Path(__file__).resolve().parents[3]
+for _sub in ("serving", "tools", "tools/harness", "trainer"):
     if str(REPO / _sub) not in sys.path:
         sys.path.insert(0, str(REPO / _sub))
 
@@ -350,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         BENTOML_HOME=str(tmp / "bentoml"),
         BENTOML_DO_NOT_TRACK="true",
         TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONPATH=os.pathsep.join(str(REPO / p) for p in ("serving", "tools", "trainer")),
+        PYTHONPATH=os.pathsep.join(
+            str(REPO / p) for p in ("serving", "tools", "tools/harness", "trainer")
+        ),
     )
     me = [sys.executable, str(Path(__file__).resolve())]
     procs: list[Proc] = []
