@@ -30,7 +30,7 @@ from kubetrain_platform.platform import free_port
 
 pytestmark = [pytest.mark.platform, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 MODEL_VERSION = "3"
 MAX_BODY = 256 * 1024
 MAX_IMAGES = 32

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # two subprocesses importing BentoML (several seconds each)
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
 import json
