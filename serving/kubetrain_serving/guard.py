@@ -17,10 +17,12 @@ BentoML does not do, without touching BentoML internals:
   to a temporary file, and fetches URLs given in file fields from the server.
 - **One error shape.** BentoML answers validation errors as `{"error": "1 validation
   error for ...", "detail": [...]}` and its own exceptions as `[{"error": ...}]`;
-  every 4xx from these endpoints leaves here as `{"error": "<what and where>",
+  every error (4xx and 5xx) from these endpoints leaves here as `{"error": "<what and where>",
   "detail": [{"loc": "images[3]", "msg": ...}]}`. Too many images becomes 413; a 503
   (overload: batch queue full, BentoML's concurrency limit) says so and adds Retry-After.
 - **Metrics.** Every request's latency and status, and every rejection's reason.
+- **A truthful OpenAPI document.** `GET /docs.json` is BentoML's document rewritten by
+  openapi.py to declare what this layer accepts and sends.
 
 Only responses with status >= 400 are buffered (they are small); successful
 responses stream through untouched.
@@ -32,7 +34,7 @@ import base64
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -134,8 +136,28 @@ def _reason(status: int, body: Mapping[str, Any]) -> str:
     return "bad_request"
 
 
-def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str | None, bytes]]:
-    """Split a multipart/form-data body into (field name, filename or None, content).
+class Part(NamedTuple):
+    """One part of a multipart/form-data body."""
+
+    name: str
+    filename: str | None
+    content_type: str | None
+    """The part's own Content-Type, lower-cased, without parameters; None if absent."""
+    content: bytes
+
+    @property
+    def is_file(self) -> bool:
+        """A file upload: it has a filename, or it declares a binary type. Some clients
+        (and RFC 7578's own examples of generated forms) send files without a filename;
+        a part with neither is a text field."""
+        return self.filename is not None or (
+            self.content_type is not None
+            and self.content_type.startswith(("image/", "application/octet-stream"))
+        )
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[Part]:
+    """Split a multipart/form-data body into its parts, in order.
 
     In memory (the caller bounds the body). Raises Reject(400) naming the problem.
     """
@@ -148,7 +170,7 @@ def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str | Non
         raise Reject(
             400, "malformed multipart body: the Content-Type has no boundary", "malformed_multipart"
         )
-    parts: list[tuple[str, str | None, bytes]] = []
+    parts: list[Part] = []
     current: dict[str, Any] = {}
 
     def on_part_begin() -> None:
@@ -179,10 +201,12 @@ def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str | Non
                 "malformed_multipart",
             )
         filename = options.get(b"filename")
+        part_type = current["headers"].get(b"content-type")
         parts.append(
-            (
+            Part(
                 name.decode("utf-8", "replace"),
                 filename.decode("utf-8", "replace") if filename is not None else None,
+                part_type.decode("latin-1").split(";", 1)[0].strip().lower() if part_type else None,
                 b"".join(current["data"]),
             )
         )
@@ -215,14 +239,14 @@ def multipart_to_json(body: bytes, content_type: str, *, field: str, max_items: 
     message saying what to send instead.
     """
     encoded: list[str] = []
-    for index, (name, filename, content) in enumerate(parse_multipart(body, content_type)):
-        if name != field:
+    for index, part in enumerate(parse_multipart(body, content_type)):
+        if part.name != field:
             raise Reject(
                 400,
-                f"unexpected multipart field {name!r} (part {index}): send images as files in {field!r}",
+                f"unexpected multipart field {part.name!r} (part {index}): send images as files in {field!r}",
                 "bad_request",
             )
-        if filename is None:
+        if not part.is_file:
             raise Reject(
                 400,
                 f"{field}[{index}]: multipart field {field!r} must be a file upload, not a text value",
@@ -232,7 +256,7 @@ def multipart_to_json(body: bytes, content_type: str, *, field: str, max_items: 
             raise Reject(
                 413, f"too many images: more than {max_items} in one request", "too_many_images"
             )
-        encoded.append(base64.b64encode(content).decode("ascii"))
+        encoded.append(base64.b64encode(part.content).decode("ascii"))
     return json.dumps({field: encoded}).encode()
 
 
@@ -248,12 +272,16 @@ class RequestGuard:
         max_body_bytes: int,
         max_images: int,
         list_field: Mapping[str, str] | None = None,
+        single_field: str = "data",
+        docs_path: str = "/docs.json",
     ) -> None:
         self.app = app
         self.endpoints = frozenset(endpoints)
         self.max_body_bytes = max_body_bytes
         self.max_images = max_images
         self.list_field = dict(list_field or {})
+        self.single_field = single_field
+        self.docs_path = docs_path
         self._metrics: Any = None
 
     def _observe(self, endpoint: str, status: int, seconds: float, reason: str | None) -> None:
@@ -267,6 +295,9 @@ class RequestGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
+        if scope["type"] == "http" and path == self.docs_path and scope.get("method") == "GET":
+            await self._docs(scope, receive, send)
+            return
         if scope["type"] != "http" or path not in self.endpoints or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
@@ -295,7 +326,7 @@ class RequestGuard:
         async def guarded_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = int(message["status"])
-                if 400 <= state["status"] < 500 or state["status"] == 503:
+                if state["status"] >= 400:
                     held["start"] = message  # rewrite the error body before sending
                     return
                 await send(message)
@@ -325,6 +356,45 @@ class RequestGuard:
             await self.app(scope, replay, guarded_send)
         finally:
             self._observe(path, state["status"], time.perf_counter() - started, state["reason"])
+
+    async def _docs(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """BentoML's OpenAPI document, rewritten by openapi.describe (it is small)."""
+        from kubetrain_serving.openapi import describe
+
+        held: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                held["start"] = message
+            elif message["type"] == "http.response.body":
+                chunks.append(bytes(message.get("body", b"")))
+
+        await self.app(scope, receive, capture)
+        start = held.get("start") or {"status": 500, "headers": []}
+        body = b"".join(chunks)
+        try:
+            doc = json.loads(body) if int(start["status"]) == 200 else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            doc = None
+        if not isinstance(doc, dict):  # not a document: pass BentoML's answer through
+            await send(start)
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        single = sorted(self.endpoints - set(self.list_field))
+        described = describe(
+            doc,
+            single=single[0] if single else "",
+            single_field=self.single_field,
+            lists=self.list_field,
+            max_images=self.max_images,
+        )
+        headers = [
+            (k, v)
+            for k, v in start.get("headers", [])
+            if k.lower() not in (b"content-length", b"content-type")
+        ]
+        await _send_json(send, 200, described, extra_headers=headers)
 
     async def _read_body(self, scope: Scope, receive: Receive, path: str) -> tuple[bytes, Scope]:
         """Check headers, read the body up to the limit, normalise list requests to JSON.

@@ -2,7 +2,10 @@
 
 Endpoints
 - `POST /predict` — the seed project's contract: JSON `{"data": "<base64 PNG/JPEG>"}` ->
-  `{"prediction": int, "probabilities": [10 floats], "model_version": "<version>"}`.
+  `{"prediction": int, "probabilities": [10 floats], "model_version": "<version>",
+  "duration": float}`. `duration` is the seed's name for the answer: its webserver sent
+  the predicted class as a float under that key, so a client written for the seed reads
+  it unchanged (docs/serving.md has the mapping).
 - `POST /classify` — one or many images, as multipart files (field `images`, repeated)
   or JSON (a list `["<base64>", ...]` or `{"images": [...]}`); answers a list of the
   same objects in request order.
@@ -135,6 +138,10 @@ class Prediction(BaseModel):
     prediction: int = Field(description="The predicted digit (class id).")
     probabilities: list[float] = Field(description="Probability of each class, by class id.")
     model_version: str = Field(description="Registered version of the model that answered.")
+    duration: float = Field(
+        description="The predicted digit as a float: the seed project's name and type for "
+        "the answer, kept so the seed's clients work unchanged."
+    )
 
 
 def _validate_image(value: Any, _handler: ValidatorFunctionWrapHandler) -> Any:
@@ -225,6 +232,7 @@ class MnistClassifier:
                     prediction=label,
                     probabilities=row.tolist(),
                     model_version=self.info.model_version,
+                    duration=float(label),
                 )
             )
         return out

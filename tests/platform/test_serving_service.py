@@ -235,12 +235,91 @@ def test_readiness_and_liveness(server: Server) -> None:
 
 def test_predict_answers_in_the_seed_format(server: Server, built: Built) -> None:
     doc = _predict(server, built.images[0])
-    assert set(doc) == {"prediction", "probabilities", "model_version"}
+    assert set(doc) == {"prediction", "probabilities", "model_version", "duration"}
+    assert doc["duration"] == float(doc["prediction"])
     assert doc["model_version"] == MODEL_VERSION
     assert len(doc["probabilities"]) == 10 and sum(doc["probabilities"]) == pytest.approx(
         1, abs=1e-4
     )
     assert doc["prediction"] == int(np.argmax(doc["probabilities"]))
+
+
+def seed_client(url: str, image_file: bytes) -> tuple[float, str]:
+    """A client written for the seed project's webserver, as it was: POST /predict with
+    JSON {"data": <base64 of the image file>}, read `duration` and `model_version`."""
+    r = requests.post(
+        url + "/predict", json={"data": base64.b64encode(image_file).decode()}, timeout=30
+    )
+    r.raise_for_status()
+    answer = r.json()
+    return answer["duration"], answer["model_version"]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_client_written_for_the_seed_works_unchanged(
+    server: Server, built: Built, fmt: str
+) -> None:
+    from PIL import Image
+
+    right = 0
+    for b64, probs in zip(built.images[:20], built.probs[:20], strict=True):
+        digit = Image.open(io.BytesIO(base64.b64decode(b64)))
+        assert digit.size == (28, 28) and digit.mode == "L"
+        buf = io.BytesIO()
+        digit.save(buf, format=fmt)
+        duration, version = seed_client(server.url, buf.getvalue())
+        assert isinstance(duration, float) and duration in {float(d) for d in range(10)}
+        assert version == MODEL_VERSION
+        right += duration == float(np.argmax(probs))
+    # PNG is lossless: every answer is the offline model's. JPEG moves a few grey levels.
+    assert right == 20 if fmt == "PNG" else right >= 18, right
+
+
+def test_openapi_document_holds_under_schemathesis(server: Server, tmp_path: Path) -> None:
+    """Every request schemathesis derives from /docs.json (valid ones, boundary cases
+    and schema-violating ones) is answered as the document says: no 5xx, no response
+    outside its schema, no schema-valid request refused, no invalid one accepted.
+    tests/support/schemathesis_hooks.py teaches it the image format; the config adds
+    413 to the statuses that count as a rejection. Bounded: a fixed seed and example
+    count, so the run is the same every time."""
+    support = REPO / "tests" / "support"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
+    # A file path, not a module name: tests/ on PYTHONPATH would shadow the standard
+    # library's `platform` (tests/platform/) inside schemathesis.
+    env.update(SCHEMATHESIS_HOOKS=str(support / "schemathesis_hooks.py"), NO_COLOR="1")
+    cmd = [
+        str(Path(sys.executable).parent / "schemathesis"),
+        "--config-file", str(support / "schemathesis.toml"),
+        "run", server.url + "/docs.json",
+        "--checks", "all",
+        "--max-examples", "150",
+        "--seed", "20261204",
+        "--report", "junit", "--report-dir", str(tmp_path),
+    ]  # fmt: skip
+    before = answered(server)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert "No issues found" in out, out[-3000:]
+    import re
+
+    cases = re.search(r"(\d+) generated, (\d+) passed", out)
+    assert cases and int(cases[1]) == int(cases[2]) >= 300, out[-2000:]
+    # Both endpoints really classified (its valid images were images), not only refused.
+    after = answered(server)
+    for endpoint in ("/predict", "/classify"):
+        assert after.get(endpoint, 0) - before.get(endpoint, 0) >= 50, (before, after)
+
+
+def answered(server: Server) -> dict[str, float]:
+    """Requests answered 200, by endpoint, from the service's own metrics."""
+    import re
+
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    pattern = (
+        r'kubetrain_serving_request_duration_seconds_count\{endpoint="([^"]+)",status="200"\} (\S+)'
+    )
+    return {m[1]: float(m[2]) for m in re.finditer(pattern, text)}
 
 
 def test_served_answers_equal_the_offline_model_on_held_out_digits(

@@ -194,6 +194,17 @@ def test_multipart_errors_name_the_problem() -> None:
     with pytest.raises(Reject, match="must be a file upload, not a text value"):
         multipart_to_json(text_part, "multipart/form-data; boundary=b", field="images", max_items=3)
 
+    # ...but a part that declares an image type is a file, filename or not.
+    typed = (
+        b'--b\r\nContent-Disposition: form-data; name="images"\r\n'
+        b"Content-Type: image/png; x=1\r\n\r\n\x89PNG\r\n--b--\r\n"
+    )
+    (part,) = parse_multipart(typed, "multipart/form-data; boundary=b")
+    assert part.is_file and part.filename is None and part.content_type == "image/png"
+    assert json.loads(
+        multipart_to_json(typed, "multipart/form-data; boundary=b", field="images", max_items=3)
+    ) == {"images": [base64.b64encode(b"\x89PNG").decode()]}
+
     with pytest.raises(Reject, match="no boundary"):
         parse_multipart(b"x", "multipart/form-data")
     with pytest.raises(Reject, match="malformed multipart body"):
@@ -239,11 +250,6 @@ def test_overload_is_503_with_retry_after() -> None:
     status, headers, body = call(inner, "/predict", b'{"data": "x"}')
     assert (status, json.loads(body)) == (503, {"error": OVERLOADED})
     assert headers["retry-after"] == "1"
-
-
-def test_server_errors_are_not_rewritten() -> None:
-    inner = Inner(status=500, body=b'{"error": "boom"}')
-    assert call(inner, "/predict", b'{"data": "x"}')[:3:2] == (500, b'{"error": "boom"}')
 
 
 @pytest.mark.parametrize(
@@ -307,3 +313,34 @@ def test_normalize_error(
 def test_normalize_error_on_non_json() -> None:
     assert normalize_error(405, b"Method Not Allowed") == (405, {"error": "Method Not Allowed"})
     assert normalize_error(400, b"") == (400, {"error": "HTTP 400"})
+
+
+def test_server_errors_keep_their_status_and_leave_in_the_one_error_shape() -> None:
+    inner = Inner(status=500, body=b'{"error": "boom"}')
+    assert call(inner, "/predict", b'{"data": "x"}')[:3:2] == (500, b'{"error": "boom"}')
+    # BentoML wraps its exceptions' bodies in a one-element list; the OpenAPI document
+    # promises an object with `error` for every status, 500 included.
+    status, _, out = call(Inner(500, b'[{"error": "boom"}]'), "/predict", b'{"data": "x"}')
+    assert status == 500 and json.loads(out) == {"error": "boom"}
+
+
+def test_docs_json_is_rewritten_to_declare_the_guards_errors() -> None:
+    doc = {
+        "paths": {
+            "/predict": {"post": {"responses": {"200": {}, "404": {}}, "requestBody": {}}},
+            "/classify": {"post": {"responses": {"200": {}}}},
+        }
+    }
+    inner = Inner(200, json.dumps(doc).encode())
+    status, headers, out = call(inner, "/docs.json", b"", method="GET", content_type=None)
+    assert status == 200 and headers["x-inner"] == "1"
+    described = json.loads(out)
+    predict = described["paths"]["/predict"]["post"]["responses"]
+    assert "404" not in predict and {"400", "413", "415", "500", "503"} <= set(predict)
+    classify = described["paths"]["/classify"]["post"]["requestBody"]["content"]
+    assert classify["application/json"]["schema"]["anyOf"][1]["maxItems"] == 3
+
+
+def test_docs_json_that_is_not_a_document_passes_through() -> None:
+    status, _, out = call(Inner(503, b"starting"), "/docs.json", b"", method="GET")
+    assert (status, out) == (503, b"starting")
