@@ -1,4 +1,5 @@
-"""RequestGuard, driven as a real ASGI middleware around a recording inner app."""
+"""RequestGuard, driven as a real ASGI middleware around a recording inner app, and the
+wire formats it uses (wire.py: error bodies, multipart)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,8 @@ from typing import Any
 
 import pytest
 from kubetrain_loadgen.payloads import multipart_body
-from kubetrain_serving.guard import (
-    OVERLOADED,
-    Reject,
-    RequestGuard,
-    multipart_to_json,
-    normalize_error,
-    parse_multipart,
-)
+from kubetrain_serving.guard import OVERLOADED, RequestGuard
+from kubetrain_serving.wire import Reject, multipart_to_json, normalize_error, parse_multipart
 
 LIMIT = 4096
 
