@@ -102,7 +102,7 @@ class TrainingSpec:
     active_deadline_seconds: int | None = 3600
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
-    epochs: int = 5
+    epochs: int = 25
     batch_size: int = 64
     min_accuracy: float = 0.8
     tolerance: float = 0.01
@@ -366,7 +366,7 @@ def parse_watch(body: Mapping[str, Any]) -> WatchSpec:
         active_deadline_seconds=deadline,
         node_selector=dict(node_selector),
         tolerations=tuple(dict(t) for t in tolerations),
-        epochs=s("training.epochs", 5, int),
+        epochs=s("training.epochs", 25, int),
         batch_size=s("training.batchSize", 64, int),
         min_accuracy=float(s("training.minAccuracy", 0.8, (int, float))),
         tolerance=float(s("training.tolerance", 0.01, (int, float))),

@@ -264,7 +264,8 @@ def fake_world(
     monkeypatch.setattr(mdl, "clone_for_warm_start", lambda m, n: net)
 
     def fit(model: Any, x: Any, y: Any, xv: Any, yv: Any, **kw: Any) -> mdl.FitReport:
-        events.append(f"fit lr={kw['learning_rate']:.6g}")
+        stop = "early-stop" if kw["early_stopping"] else "full schedule"
+        events.append(f"fit lr={kw['learning_rate']:.6g} {stop}")
         kw["on_epoch"](0, {"loss": 0.5})
         return mdl.FitReport(epochs_run=2, best_epoch=1, seconds=1.0, train_images=len(x))
 
@@ -551,7 +552,7 @@ def test_first_model_is_promoted_after_its_bento_is_exported(
         "threads",
         "tracking uri http://127.0.0.1:1",
         f"start run 7 ns-w-{world.dataset.digest[7:19]}",
-        "fit lr=0.001",
+        "fit lr=0.001 full schedule",
         "model version 3",
         "alias challenger=3",
         "bento exported",
@@ -628,7 +629,8 @@ def test_a_worse_challenger_leaves_the_champion(
     assert world.registry.aliases == {"challenger": "3"}
     assert world.mlflow.tags[trk.TAG_PROMOTED] == "false"
     assert world.mlflow.tags[trk.TAG_WARM_START] == "2"
-    assert "fit lr=0.000333333" in world.events  # a warm start fine-tunes at a third
+    # A warm start fine-tunes at a third of the learning rate and stops when converged.
+    assert "fit lr=0.000333333 early-stop" in world.events
     assert r.extra["warmStartFrom"] == "2" and r.extra["championVersion"] == "2"
     assert world.mlflow.metrics["champion_test_accuracy"] == 1.0
     assert "champion_load" in rep.timings and "bento" not in rep.timings

@@ -478,6 +478,8 @@ def train(ctx: RunContext, tracking: Tracking, snapshot: Snapshot, data: Trainin
             learning_rate=lr,
             patience=s.patience,
             min_delta=s.min_delta,
+            label_smoothing=s.label_smoothing,
+            early_stopping=bool(warm_from),  # from scratch: the whole cosine schedule
             augment=s.augment,
             seed=s.seed,
             on_epoch=on_epoch,

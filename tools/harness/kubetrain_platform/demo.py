@@ -27,7 +27,12 @@ from kubetrain_platform.platform import PRODUCT_IMAGES, REPO_ROOT, Platform, Pla
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=4, help="training epochs per run (default 4)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs per run (default: the DatasetWatch default, 25, what users get)",
+    )
     p.add_argument("--label", default="3", help="the label whose images step 6 changes (default 3)")
     args = p.parse_args(argv)
     t0 = time.monotonic()

@@ -49,8 +49,9 @@ class FlowConfig:
     """Dataset prefix inside the bucket; labels are the next path segment."""
     host: str = "mnist.kubetrain.local"
     """Ingress host the model is served under."""
-    epochs: int = 4
-    """Training epochs per run."""
+    epochs: int | None = None
+    """Training epochs per run; None leaves the CRD's default (what users get), which
+    tests shorten for speed."""
     warm_start: bool = True
     """Retrain from the champion's weights: faster, and a small data change cannot make the
     new model drift below the champion by chance."""
@@ -358,7 +359,7 @@ class Flow:
                 "trigger": {"threshold": self.cfg.threshold, "debounce": "3s", "cooldown": "5s"},
                 "detection": {"notifications": "Webhook", "resyncInterval": "1m"},
                 "training": {
-                    "epochs": self.cfg.epochs,
+                    **({"epochs": self.cfg.epochs} if self.cfg.epochs is not None else {}),
                     "batchSize": 64,
                     "minAccuracy": 0.8,
                     "warmStart": self.cfg.warm_start,
