@@ -150,6 +150,13 @@ def test_end_to_end(platform: Any, minio: Any, bucket: str, tmp_path: Path) -> N
     assert tags["kubetrain.promoted"] == "true"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"confusion_matrix.png", "skipped.json", "manifest", "evaluation.json"} <= artifacts
+    # The promoted model's exports, each logged only after its parity check passed.
+    exports = {a.path for a in client.list_artifacts(run.info.run_id, "exports")}
+    assert exports == {"exports/model.onnx", "exports/model.tflite"}
+    for fmt in ("onnx", "tflite"):
+        assert tags[f"kubetrain.export.{fmt}"] == "ok"
+        assert metrics[f"export_{fmt}_argmax_agreement"] >= 0.999
+        assert metrics[f"export_{fmt}_max_abs_diff"] <= 1e-4
     manifest_files = {a.path for a in client.list_artifacts(run.info.run_id, "manifest")}
     assert manifest_files == {
         "manifest/snapshot.json",
@@ -187,6 +194,8 @@ def test_end_to_end(platform: Any, minio: Any, bucket: str, tmp_path: Path) -> N
         names = set(tar.getnames())
     assert "./bento.yaml" in names
     assert f"./models/{model}/v1/model.keras" in names
+    assert f"./models/{model}/v1/model.onnx" in names
+    assert f"./models/{model}/v1/model.tflite" in names
     assert "./src/kubetrain_serving/preprocess.py" in names
 
 

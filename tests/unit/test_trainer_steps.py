@@ -29,6 +29,7 @@ from kubetrain_contract import (
     TrainResult,
 )
 from kubetrain_trainer import bento, pipeline, report
+from kubetrain_trainer import export as ex
 from kubetrain_trainer import model as mdl
 from kubetrain_trainer import snapshot as snap
 from kubetrain_trainer import steps as st
@@ -174,9 +175,11 @@ class FakeMlflow:
     def log_text(self, text: str, path: str) -> None:
         self.texts[path] = text
 
-    def log_artifact(self, path: str) -> None:
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         assert Path(path).is_file()
-        self.artifacts.append(Path(path).name)
+        self.artifacts.append(
+            f"{artifact_path}/{Path(path).name}" if artifact_path else Path(path).name
+        )
 
 
 @dataclass
@@ -287,6 +290,15 @@ def fake_world(
         return bento.BentoExport("b:v3", "m:v3", uri, size_bytes=10, seconds=0.1)
 
     monkeypatch.setattr(bento, "package_and_export", export)
+
+    def export_all(model: Any, x: Any, reference: Any) -> list[ex.Export]:
+        # One format passes its parity check, the other fails to convert.
+        assert model is net and len(x) == len(reference)
+        events.append("exports")
+        kept = ex.Export("onnx", "model.onnx", b"onnx-bytes", ex.Parity(len(x), 1.0, 1e-7))
+        return [kept, ex.Export("tflite", "model.tflite", None, None, "RuntimeError: no op")]
+
+    monkeypatch.setattr(ex, "export_all", export_all)
     return world
 
 
@@ -555,6 +567,7 @@ def test_first_model_is_promoted_after_its_bento_is_exported(
         "fit lr=0.001 full schedule",
         "model version 3",
         "alias challenger=3",
+        "exports",
         "bento exported",
         "alias champion=3",
         "end run",
@@ -589,8 +602,14 @@ def test_first_model_is_promoted_after_its_bento_is_exported(
         "trigger_reason.txt",
         "evaluation.json",
     }
-    assert ml.artifacts == ["confusion_matrix.png"]
+    # The export that passed is logged and packed; the one that failed is only reported.
+    assert ml.artifacts == ["confusion_matrix.png", "exports/model.onnx"]
+    assert ml.metrics["export_onnx_argmax_agreement"] == 1.0
+    assert ml.tags["kubetrain.export.onnx"] == "ok"
+    assert ml.tags["kubetrain.export.tflite"] == "failed: RuntimeError: no op"
     (export,) = world.exports
+    assert export["extra_files"] == {"model.onnx": b"onnx-bytes"}
+    assert export["metadata"]["exports"] == ["model.onnx"]
     assert export["metadata"]["classes"] == ["0", "1"] and export["version"] == "3"
     assert export["metadata"]["mlflow_run_id"] == "run-1" and export["bucket"] == "data"
     assert list(rep.timings) == [
@@ -601,6 +620,7 @@ def test_first_model_is_promoted_after_its_bento_is_exported(
         "train",
         "evaluate",
         "log_results",
+        "exports",
         "bento",
         "total",
     ]

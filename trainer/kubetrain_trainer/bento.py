@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,12 @@ def package_and_export(
     metadata: dict[str, Any],
     serving_dir: Path,
     scratch: Path,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> BentoExport:
-    """Save, build, export and upload; returns where the Bento went."""
+    """Save, build, export and upload; returns where the Bento went.
+
+    `extra_files` (name -> content, e.g. the ONNX and TFLite exports) are packed beside
+    `model.keras` in the Bento's model."""
     start = time.perf_counter()
     bentofile = serving_dir / "bentofile.yaml"
     if not bentofile.is_file():
@@ -89,6 +94,8 @@ def package_and_export(
         labels={"kubetrain.dev/model": name, "kubetrain.dev/version": str(version)},
     ) as ref:
         model.save(ref.path_of("model.keras"))
+        for filename, content in (extra_files or {}).items():
+            Path(ref.path_of(filename)).write_bytes(content)
 
     # The service reads the model tag from the environment when its module is
     # imported; drop an earlier import so a second build in one process sees the new tag.

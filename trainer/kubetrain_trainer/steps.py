@@ -14,7 +14,7 @@ its own typed output back:
     evaluate              challenger and champion on one test split     -> Evaluated
     register              metrics, model version, alias challenger      -> Registered
     gate                  the promotion decision, recorded              -> GateDecision
-    package_and_promote   [promoted] Bento export, then alias champion
+    package_and_promote   [promoted] ONNX + TFLite exports (parity-checked), Bento, alias champion
     finish                status and extra fields of the result
 
 Steps reach their collaborators through what they are given (the MinIO client in
@@ -586,11 +586,13 @@ def package_and_promote(
     trained: Trained,
     registered: Registered,
 ) -> None:
-    """Build and upload the Bento first; only then move `champion` to the new version."""
+    """Export ONNX and TFLite, build and upload the Bento (with the exports that passed
+    their parity check); only then move `champion` to the new version."""
     from kubetrain_trainer.bento import default_serving_dir, package_and_export
 
     s, model_name, version = ctx.settings, data.model_name, registered.version
     serving_dir = Path(s.serving_dir) if s.serving_dir else default_serving_dir()
+    exports = export_formats(ctx, tracking, data, trained)
     with ctx.watch.time("bento"):
         export = package_and_export(
             trained.net,
@@ -606,9 +608,11 @@ def package_and_promote(
                 "dataset_digest": snapshot.dataset.digest,
                 "classes": data.classes,
                 "input_shape": [28, 28, 1],
+                "exports": sorted(exports),
             },
             serving_dir=serving_dir,
             scratch=ctx.scratch,
+            extra_files=exports,
         )
     ctx.result.bentoUri = export.uri
     tracking.api.set_tag("kubetrain.bento_uri", export.uri)
@@ -616,6 +620,48 @@ def package_and_promote(
     trk.set_alias(tracking.client, model_name, trk.CHAMPION, version)
     ctx.result.promoted = True
     ctx.phase("promoted", version=version)
+
+
+def export_formats(
+    ctx: RunContext, tracking: Tracking, data: TrainingData, trained: Trained
+) -> dict[str, bytes]:
+    """ONNX and TFLite exports, each checked against Keras on the test split and logged to
+    MLflow (metrics, artifact, tag). Returns the files that passed, by file name; a failed
+    export is a warning, never a failed run (Keras serving does not need it)."""
+    from kubetrain_trainer import export as ex
+
+    ml = tracking.api
+    x = data.x["test"] if len(data.x["test"]) else data.x["train"][:512]
+    with ctx.watch.time("exports"):
+        results = ex.export_all(trained.net, x, mdl.predict(trained.net, x))
+    kept: dict[str, bytes] = {}
+    out_dir = ctx.scratch / "exports"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for e in results:
+        if e.parity is not None:
+            ml.log_metrics(
+                {
+                    f"export_{e.fmt}_argmax_agreement": e.parity.argmax_agreement,
+                    f"export_{e.fmt}_max_abs_diff": e.parity.max_abs_diff,
+                }
+            )
+        ml.set_tag(f"kubetrain.export.{e.fmt}", "ok" if e.kept else f"failed: {e.error}"[:500])
+        if e.kept and e.content is not None:
+            path = out_dir / e.filename
+            path.write_bytes(e.content)
+            ml.log_artifact(str(path), artifact_path="exports")
+            kept[e.filename] = e.content
+            log(
+                "export",
+                format=e.fmt,
+                bytes=len(e.content),
+                images=e.parity.images if e.parity else 0,
+                argmax_agreement=e.parity.argmax_agreement if e.parity else None,
+                max_abs_diff=e.parity.max_abs_diff if e.parity else None,
+            )
+        else:
+            warn("export left out", format=e.fmt, error=e.error)
+    return kept
 
 
 def finish(ctx: RunContext, tracking: Tracking, snapshot: Snapshot, trained: Trained) -> None:
