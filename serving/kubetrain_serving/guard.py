@@ -136,7 +136,10 @@ class RequestGuard:
                     extra.append((b"retry-after", b"1"))
                 else:
                     status, doc = normalize_error(state["status"], b"".join(chunks))
-                state["status"], state["reason"] = status, rejection_reason(status, doc)
+                # A refusal (4xx, overload) counts as a rejection; a server error does not.
+                refused = status < 500 or status == 503
+                state["status"] = status
+                state["reason"] = rejection_reason(status, doc) if refused else None
                 headers = [
                     (k, v)
                     for k, v in held["start"].get("headers", [])

@@ -44,7 +44,7 @@ def _clean_msg(msg: str) -> str:
 
 
 def normalize_error(status: int, body: bytes) -> tuple[int, dict[str, Any]]:
-    """Turn any of BentoML's 4xx bodies into `{"error": str, "detail": [...]}`.
+    """Turn any of BentoML's error bodies (4xx and 5xx) into `{"error": str, "detail": [...]}`.
 
     Returns the (possibly changed) status and the new body. Pure, for unit tests.
     """
@@ -53,7 +53,7 @@ def normalize_error(status: int, body: bytes) -> tuple[int, dict[str, Any]]:
     except (json.JSONDecodeError, UnicodeDecodeError):
         doc = None
     if isinstance(doc, list) and len(doc) == 1 and isinstance(doc[0], dict):
-        doc = doc[0]  # BentoMLException 4xx bodies come wrapped in a one-element list
+        doc = doc[0]  # BentoMLException bodies come wrapped in a one-element list
     if not isinstance(doc, dict):
         text = body.decode("utf-8", "replace").strip() or f"HTTP {status}"
         return status, {"error": text[:500]}

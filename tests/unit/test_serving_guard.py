@@ -310,6 +310,23 @@ def test_normalize_error_on_non_json() -> None:
     assert normalize_error(400, b"") == (400, {"error": "HTTP 400"})
 
 
+def test_only_refusals_count_as_rejections(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, int, str | None]] = []
+    monkeypatch.setattr(
+        RequestGuard,
+        "_observe",
+        lambda self, ep, status, secs, reason: seen.append((ep, status, reason)),
+    )
+    call(Inner(500, b'[{"error": "boom"}]'), "/predict", b'{"data": "x"}')
+    call(Inner(400, b'{"error": "data: not an image"}'), "/predict", b'{"data": "x"}')
+    call(Inner(503, b"{}"), "/predict", b'{"data": "x"}')
+    assert seen == [
+        ("/predict", 500, None),
+        ("/predict", 400, "not_an_image"),
+        ("/predict", 503, "overloaded"),
+    ]
+
+
 def test_server_errors_keep_their_status_and_leave_in_the_one_error_shape() -> None:
     inner = Inner(status=500, body=b'{"error": "boom"}')
     assert call(inner, "/predict", b'{"data": "x"}')[:3:2] == (500, b'{"error": "boom"}')
