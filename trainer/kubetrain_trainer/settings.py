@@ -11,6 +11,10 @@ from `public_params()`, which is what gets logged and sent to MLflow.
 
 Parsing errors raise `SettingsError` naming the variable or flag and the bad value;
 the CLI turns that into exit code 2 (bad input, do not retry).
+
+Why one module of this length: most of it is the field table, one field per setting
+with its variable, flag help and docstring. Splitting the table would split the one
+place a reader looks up what the trainer can be told.
 """
 
 from __future__ import annotations
