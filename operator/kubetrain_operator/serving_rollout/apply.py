@@ -38,6 +38,10 @@ Bento history: after a promotion, `.bento` objects of the same model beyond
 `spec.serving.historyLimit` (history.py decides which) are deleted from the bucket (MinIO
 credentials from the watch's Secret, read at that moment and never logged). A failure
 there is reported as a Warning Event and does not fail the rollout.
+
+Why one module of this length (about 400 lines): it is the package's only Kubernetes writer; the
+apply, deadline and rollback paths share the write-conflict handling, and keeping them in
+one place keeps every Kubernetes write of a rollout in one file.
 """
 
 from __future__ import annotations
