@@ -220,7 +220,7 @@ def test_name_length_and_defaults(k8s: Kube, namespace: str, crds: None) -> None
     }
     assert spec["detection"] == {"resyncInterval": "5m", "notifications": "Webhook"}
     assert spec["source"]["include"] == "*.png" and spec["source"]["prefix"] == ""
-    assert spec["training"]["backoffLimit"] == 2 and spec["training"]["epochs"] == 5
+    assert spec["training"]["backoffLimit"] == 2 and spec["training"]["epochs"] == 25
     k8s.request("DELETE", f"{GROUP_PATH}/namespaces/{namespace}/datasetwatches/defaults")
 
 
