@@ -394,7 +394,7 @@ def test_steps_run_in_order_and_hand_on_their_outputs(
         ("evaluate", (tracking, data, trained)),
         ("register", (tracking, data, trained, evaluated, "run-1")),
         ("gate", (tracking, snapshot, data, evaluated, registered)),
-        ("package_and_promote", (tracking, snapshot, data, trained, registered)),
+        ("package_and_promote", (tracking, snapshot, data, trained, evaluated, registered)),
         ("finish", (tracking, snapshot, trained)),
         ("end mlflow_run", ()),
     ]

@@ -55,7 +55,8 @@ class Parity:
 
 @dataclass(frozen=True)
 class Export:
-    """One format's result: the file (when kept) and its parity, or why it failed."""
+    """One format's result: the file (only when it passed its parity check) and the check,
+    or why it failed."""
 
     fmt: str
     filename: str
@@ -65,7 +66,7 @@ class Export:
 
     @property
     def kept(self) -> bool:
-        return self.content is not None and self.parity is not None and self.parity.ok
+        return self.content is not None
 
 
 def parity(reference: NDArray[np.floating[Any]], candidate: NDArray[np.floating[Any]]) -> Parity:

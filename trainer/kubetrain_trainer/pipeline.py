@@ -144,6 +144,6 @@ def _run(ctx: st.RunContext) -> None:
         registered = st.register(ctx, tracking, data, trained, evaluated, run_id)
         decision = st.gate(ctx, tracking, snapshot, data, evaluated, registered)
         if decision.promote:
-            st.package_and_promote(ctx, tracking, snapshot, data, trained, registered)
+            st.package_and_promote(ctx, tracking, snapshot, data, trained, evaluated, registered)
         st.finish(ctx, tracking, snapshot, trained)
     log("done", **{k: v for k, v in json.loads(ctx.result.to_message()).items()})

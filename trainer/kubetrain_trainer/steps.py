@@ -171,6 +171,8 @@ class Evaluated:
 
     challenger: mdl.Evaluation
     champion: mdl.Evaluation | None
+    challenger_probs: NDArray[np.float32]
+    """The challenger's probabilities on the test split (the exports are checked on them)."""
 
     @property
     def champion_accuracy(self) -> float | None:
@@ -505,12 +507,13 @@ def evaluate(
     x_test, y_test, classes = data.x["test"], data.y["test"], data.classes
     champion, champion_model = tracking.champion, tracking.champion_model
     with ctx.watch.time("evaluate"):
-        ev = mdl.evaluate_probs(mdl.predict(trained.net, x_test), y_test, classes)
+        challenger_probs = mdl.predict(trained.net, x_test)
+        ev = mdl.evaluate_probs(challenger_probs, y_test, classes)
         champion_eval = None
         if champion_model is not None and champion is not None:
             probs = align_probs(mdl.predict(champion_model, x_test), champion.classes, classes)
             champion_eval = mdl.evaluate_probs(probs, y_test, classes)
-    evaluated = Evaluated(challenger=ev, champion=champion_eval)
+    evaluated = Evaluated(challenger=ev, champion=champion_eval, challenger_probs=challenger_probs)
     ctx.result.accuracy = round(ev.accuracy, 6)
     ctx.result.championAccuracy = (
         round(champion_eval.accuracy, 6) if champion_eval is not None else None
@@ -584,6 +587,7 @@ def package_and_promote(
     snapshot: Snapshot,
     data: TrainingData,
     trained: Trained,
+    evaluated: Evaluated,
     registered: Registered,
 ) -> None:
     """Export ONNX and TFLite, build and upload the Bento (with the exports that passed
@@ -592,7 +596,7 @@ def package_and_promote(
 
     s, model_name, version = ctx.settings, data.model_name, registered.version
     serving_dir = Path(s.serving_dir) if s.serving_dir else default_serving_dir()
-    exports = export_formats(ctx, tracking, data, trained)
+    exports = export_formats(ctx, tracking, data, trained, evaluated)
     with ctx.watch.time("bento"):
         export = package_and_export(
             trained.net,
@@ -623,7 +627,7 @@ def package_and_promote(
 
 
 def export_formats(
-    ctx: RunContext, tracking: Tracking, data: TrainingData, trained: Trained
+    ctx: RunContext, tracking: Tracking, data: TrainingData, trained: Trained, evaluated: Evaluated
 ) -> dict[str, bytes]:
     """ONNX and TFLite exports, each checked against Keras on the test split and logged to
     MLflow (metrics, artifact, tag). Returns the files that passed, by file name; a failed
@@ -631,9 +635,12 @@ def export_formats(
     from kubetrain_trainer import export as ex
 
     ml = tracking.api
-    x = data.x["test"] if len(data.x["test"]) else data.x["train"][:512]
+    x, reference = data.x["test"], evaluated.challenger_probs
+    if not len(x):  # no test split: check on training images rather than on nothing
+        x = data.x["train"][:512]
+        reference = mdl.predict(trained.net, x)
     with ctx.watch.time("exports"):
-        results = ex.export_all(trained.net, x, mdl.predict(trained.net, x))
+        results = ex.export_all(trained.net, x, reference)
     kept: dict[str, bytes] = {}
     out_dir = ctx.scratch / "exports"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -646,7 +653,7 @@ def export_formats(
                 }
             )
         ml.set_tag(f"kubetrain.export.{e.fmt}", "ok" if e.kept else f"failed: {e.error}"[:500])
-        if e.kept and e.content is not None:
+        if e.content is not None and e.parity is not None:  # kept: it passed its check
             path = out_dir / e.filename
             path.write_bytes(e.content)
             ml.log_artifact(str(path), artifact_path="exports")
@@ -655,9 +662,9 @@ def export_formats(
                 "export",
                 format=e.fmt,
                 bytes=len(e.content),
-                images=e.parity.images if e.parity else 0,
-                argmax_agreement=e.parity.argmax_agreement if e.parity else None,
-                max_abs_diff=e.parity.max_abs_diff if e.parity else None,
+                images=e.parity.images,
+                argmax_agreement=e.parity.argmax_agreement,
+                max_abs_diff=e.parity.max_abs_diff,
             )
         else:
             warn("export left out", format=e.fmt, error=e.error)

